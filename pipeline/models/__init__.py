@@ -1,0 +1,24 @@
+"""Model families. Every family module is imported here so registration never depends on import order."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pipeline.registry import Registry
+
+MODELS: Registry[nn.Module] = Registry("model")
+register_model = MODELS.register
+
+
+def build_model(name: str, options, info) -> nn.Module:
+    return MODELS.build(name, options, info)
+
+
+def list_models() -> list[str]:
+    return MODELS.names()
+
+
+from pipeline.models import cnn  # noqa: E402,F401
+from pipeline.models import linear  # noqa: E402,F401
+from pipeline.models import mlp  # noqa: E402,F401
+from pipeline.models import rnn  # noqa: E402,F401

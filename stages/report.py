@@ -1,0 +1,27 @@
+"""DVC stage `report@<name>`: statistics, tables and figures for one study from its exported runs."""
+
+import argparse
+import sys
+
+from pipeline.cli import guarded
+from pipeline.config import load_params, load_study
+from pipeline.report import build_report
+
+
+@guarded
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--study", required=True, help="experiments/<study>.yaml")
+    ap.add_argument("--results", required=True, help="the study stage's results folder")
+    ap.add_argument("--out", required=True, help="report folder")
+    args = ap.parse_args(argv)
+    study = load_study(args.study, load_params(args.params), args.params)
+    spec = study.spec
+    out = build_report(args.results, args.out, spec.question, spec.metric, spec.mode,
+                       spec.target.model_dump() if spec.target else None)
+    print(out["analysis"]["answer"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

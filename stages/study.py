@@ -1,0 +1,27 @@
+"""DVC stage `study@<name>`: run one study's sweep (Ray Tune + MLflow) and export its runs."""
+
+import argparse
+import sys
+
+from pipeline.cli import guarded
+from pipeline.config import load_params, load_study
+from pipeline.sweep import run_study
+
+
+@guarded
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--study", required=True, help="experiments/<study>.yaml")
+    ap.add_argument("--data", required=True, help="prepared data folder")
+    ap.add_argument("--out", required=True, help="results folder: runs.json, sweep.json")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    study = load_study(args.study, params, args.params)
+    summary = run_study(study, args.data, args.out)
+    print(f"{study.name}: {summary['trials']} trials, {summary['errors']} errors, {summary['wall_seconds']} s")
+    return 1 if summary["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
