@@ -24,6 +24,8 @@ from pipeline.stats import compare, describe_finding, summarize
 # Extra per-run numbers summarized per variant when present (final values).
 EXTRA_METRICS = ("test_accuracy", "test_loss", "val_loss", "train_loss", "epochs_to_target", "n_params",
                  "flops_per_sample", "samples_per_s", "epoch_seconds")
+# Columns of the markdown table (all of the above stay in metrics.json).
+TABLE_METRICS = ("test_accuracy", "epochs_to_target", "n_params", "samples_per_s")
 
 
 def _series(run: dict[str, Any], key: str) -> list[float]:
@@ -114,7 +116,7 @@ def _fmt(stat: dict | None, digits: int = 4) -> str:
 
 def summary_markdown(study: str, question: str, analysis: dict[str, Any], sweep: dict[str, Any]) -> str:
     metric = analysis["metric"]
-    cols = [metric] + [k for k in EXTRA_METRICS if k != metric and any(k in r for r in analysis["variants"].values())]
+    cols = [metric] + [k for k in TABLE_METRICS if k != metric and any(k in r for r in analysis["variants"].values())]
     lines = [
         f"# {study}", "", f"**Question.** {question}", "", f"**Answer (generated from the runs).** {analysis['answer']}",
         "", f"Profile `{sweep.get('profile')}`, seeds {sweep.get('seeds')}, metric `{metric}` ({analysis['mode']}), "
@@ -156,7 +158,8 @@ def _first_epoch_layers(runs: list[dict], prefix: str) -> dict[str, dict[str, fl
 
 
 def build_report(results_dir: str | Path, out_dir: str | Path, question: str, metric: str, mode: str,
-                 target: dict | None = None) -> dict[str, Any]:
+                 target: dict | None = None, extras: list[str] = (), data_dir: str | Path | None = None
+                 ) -> dict[str, Any]:
     results_dir, out = Path(results_dir), Path(out_dir)
     runs = json.loads((results_dir / "runs.json").read_text())
     sweep = json.loads((results_dir / "sweep.json").read_text())
@@ -165,6 +168,17 @@ def build_report(results_dir: str | Path, out_dir: str | Path, question: str, me
     out.mkdir(parents=True, exist_ok=True)
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
+    made = []
+    if extras:
+        from pipeline.extras import ExtraContext, get_extra
+
+        ctx = ExtraContext(study, runs, sweep, analysis, out, Path(data_dir) if data_dir else None)
+        analysis["extras"] = {}
+        for name in extras:
+            res = get_extra(name)(ctx)
+            analysis["answer"] = " ".join([analysis["answer"], *res.sentences])
+            analysis["extras"][name] = res.tables
+            made += res.figures
 
     metrics = {"answer": analysis["answer"], "metric": metric, "variants": {}}
     for v, row in analysis["variants"].items():
@@ -187,7 +201,6 @@ def build_report(results_dir: str | Path, out_dir: str | Path, question: str, me
             for i in range(n):
                 w.writerow([i + 1, f"{np.mean(arr[:, i]):.6g}", f"{np.std(arr[:, i]):.6g}"])
 
-    made = []
     for key in dict.fromkeys([metric, "val_loss", "train_loss"]):
         c = _curves(runs, key)
         if c:

@@ -14,12 +14,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--study", required=True, help="experiments/<study>.yaml")
     ap.add_argument("--results", required=True, help="the study stage's results folder")
+    ap.add_argument("--data", default=None, help="prepared data folder (for sections that re-evaluate models)")
     ap.add_argument("--out", required=True, help="report folder")
     args = ap.parse_args(argv)
     study = load_study(args.study, load_params(args.params), args.params)
     spec = study.spec
     out = build_report(args.results, args.out, spec.question, spec.metric, spec.mode,
-                       spec.target.model_dump() if spec.target else None)
+                       spec.target.model_dump() if spec.target else None, spec.report, args.data)
     print(out["analysis"]["answer"])
 
 

@@ -7,11 +7,12 @@ read back with `load_prepared` (checksum-verified, `weights_only=True`).
 
 from __future__ import annotations
 
+from pipeline.data import (
+    tabular,  # noqa: E402,F401  (registers digits, synthetic, ...)
+    vision,  # noqa: E402,F401  (registers mnist, fashion_mnist, cifar10)
+)
 from pipeline.data.base import DATASETS, Splits, list_datasets, register_dataset
 from pipeline.data.store import load_prepared, prepare, prepared_path
-
-from pipeline.data import tabular  # noqa: E402,F401  (registers digits, synthetic, ...)
-from pipeline.data import vision  # noqa: E402,F401  (registers mnist, fashion_mnist, cifar10)
 
 __all__ = [
     "DATASETS",

@@ -18,7 +18,9 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-from pipeline.models import cnn  # noqa: E402,F401
-from pipeline.models import linear  # noqa: E402,F401
-from pipeline.models import mlp  # noqa: E402,F401
-from pipeline.models import rnn  # noqa: E402,F401
+from pipeline.models import (
+    cnn,  # noqa: E402,F401
+    linear,  # noqa: E402,F401
+    mlp,  # noqa: E402,F401
+    rnn,  # noqa: E402,F401
+)

@@ -1,0 +1,26 @@
+# The few commands people run. Each installs into .venv first (once; again only when pyproject.toml changes).
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY ?= python3
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install repro test test-fast lint bench
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+repro: install          ## the main job: every stage of dvc.yaml on the embedded default data
+	dvc repro
+
+test: install           ## the whole test suite (what .ci/run runs)
+	python -m pytest -q
+
+test-fast: install      ## skip the end-to-end tests that start Ray, DVC and servers
+	python -m pytest -q -m "not slow"
+
+lint: install
+	ruff check pipeline stages tests benchmarks
