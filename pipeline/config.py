@@ -204,8 +204,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_params(path: str | Path = "params.yaml") -> Params:
     params: Params = validate(Params, read_yaml(path), file=str(path))
     if params.profile not in params.profiles:
-        raise ConfigError(f"unknown profile {params.profile!r}; allowed: {', '.join(params.profiles)}",
-                          file=str(path), key="profile")
+        raise ConfigError(
+            f"unknown profile {params.profile!r}; allowed: {', '.join(params.profiles)}", file=str(path), key="profile"
+        )
     return params
 
 
@@ -231,14 +232,21 @@ def load_study(path: str | Path, params: Params, params_file: str = "params.yaml
         raise ConfigError("must be a mapping of profile name to overrides", file=str(path), key="profiles")
     unknown = set(raw.get("profiles", {})) - set(params.profiles)
     if unknown:
-        raise ConfigError(f"unknown profile {sorted(unknown)[0]!r}; allowed: {', '.join(params.profiles)}",
-                          file=str(path), key="profiles")
+        raise ConfigError(
+            f"unknown profile {sorted(unknown)[0]!r}; allowed: {', '.join(params.profiles)}",
+            file=str(path),
+            key="profiles",
+        )
     merged = deep_merge(params.defaults, raw)
     merged = deep_merge(merged, params.profiles[params.profile])
     merged = deep_merge(merged, raw.get("profiles", {}).get(params.profile, {}))
     # Profile keys may only name study keys: an error there points at params.yaml.
-    validate(StudySpec, deep_merge({"question": "", "model": {}, "dataset": {}}, params.profiles[params.profile]),
-             file=params_file, prefix=f"profiles.{params.profile}")
+    validate(
+        StudySpec,
+        deep_merge({"question": "", "model": {}, "dataset": {}}, params.profiles[params.profile]),
+        file=params_file,
+        prefix=f"profiles.{params.profile}",
+    )
     spec: StudySpec = validate(StudySpec, merged, file=str(path))
     from pipeline.extras import get_extra
 
@@ -299,7 +307,8 @@ class Study:
         try:
             model, dataset = _component(d["model"], "model"), _component(d["dataset"], "dataset")
             trial = validate(
-                TrialConfig, {"study": self.name, "model": model, "dataset": dataset, "train": d["train"], "seed": seed},
+                TrialConfig,
+                {"study": self.name, "model": model, "dataset": dataset, "train": d["train"], "seed": seed},
                 file=file,
             )
             for key, registry, comp in (("model", MODELS, trial.model), ("dataset", DATASETS, trial.dataset)):
@@ -310,8 +319,11 @@ class Study:
                 opts = validate(entry.options, comp.options, file=file, prefix=key)
                 comp.options = opts.model_dump()
             if trial.model.init not in INIT_SCHEMES:
-                raise ConfigError(f"unknown init {trial.model.init!r}; allowed: {', '.join(INIT_SCHEMES)}",
-                                  file=file, key="model.init")
+                raise ConfigError(
+                    f"unknown init {trial.model.init!r}; allowed: {', '.join(INIT_SCHEMES)}",
+                    file=file,
+                    key="model.init",
+                )
         except ConfigError as e:
             raise e.located(file=file) from None
         return trial
@@ -326,16 +338,22 @@ class Study:
                 raise ConfigError("needs at least one value", file=str(self.path), key=f"search.space.{key}")
             return v
         if isinstance(v, dict) and len(v) == 1:
-            (kind, args), = v.items()
+            ((kind, args),) = v.items()
             if kind in ("grid", "choice") and isinstance(args, list) and args:
                 return args
             if kind in ("uniform", "loguniform", "randint") and isinstance(args, list) and len(args) == 2:
                 if self.spec.search.algorithm == "grid":
-                    raise ConfigError(f"'{kind}' needs search.algorithm random or optuna; grid takes a list",
-                                      file=str(self.path), key=f"search.space.{key}")
+                    raise ConfigError(
+                        f"'{kind}' needs search.algorithm random or optuna; grid takes a list",
+                        file=str(self.path),
+                        key=f"search.space.{key}",
+                    )
                 return args
-        raise ConfigError("must be a list of values or one of {grid|choice: [...]}, {uniform|loguniform|randint: "
-                          "[low, high]}", file=str(self.path), key=f"search.space.{key}")
+        raise ConfigError(
+            "must be a list of values or one of {grid|choice: [...]}, {uniform|loguniform|randint: [low, high]}",
+            file=str(self.path),
+            key=f"search.space.{key}",
+        )
 
     def validate_space(self) -> None:
         """Resolve the base and every value of every axis now, so a bad value fails before any run starts."""
@@ -343,14 +361,16 @@ class Study:
         self.resolve({}, seed)
         for key in self.spec.search.space:
             if key.split(".")[0] not in ("model", "dataset", "train"):
-                raise ConfigError("search keys start with model., dataset. or train.", file=str(self.path),
-                                  key=f"search.space.{key}")
+                raise ConfigError(
+                    "search keys start with model., dataset. or train.", file=str(self.path), key=f"search.space.{key}"
+                )
             for value in self.space_values(key):
                 try:
                     self.resolve({key: value}, seed)
                 except ConfigError as e:
-                    raise ConfigError(f"search value {value!r}: {e.message}", file=str(self.path),
-                                      key=f"search.space.{key}") from None
+                    raise ConfigError(
+                        f"search value {value!r}: {e.message}", file=str(self.path), key=f"search.space.{key}"
+                    ) from None
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of a grid space (the full list of variants)."""

@@ -39,8 +39,11 @@ class Diagnostics:
         return out
 
     def weight_norms(self) -> dict[str, float]:
-        return {f"weight_norm/{n}": float(l.weight.detach().norm()) for n, l in self.layers.items()
-                if isinstance(getattr(l, "weight", None), torch.Tensor)}
+        return {
+            f"weight_norm/{n}": float(l.weight.detach().norm())
+            for n, l in self.layers.items()
+            if isinstance(getattr(l, "weight", None), torch.Tensor)
+        }
 
     @torch.no_grad()
     def activations(self, x: torch.Tensor) -> dict[str, float]:
@@ -58,6 +61,7 @@ class Diagnostics:
                 if isinstance(module, _RELU_FAMILY):
                     units = y.transpose(0, 1).flatten(1) if y.ndim > 2 else y.t()
                     out[f"dead_frac/{name}"] = float((units <= 0).all(dim=1).float().mean())
+
             return fn
 
         for name, m in self.acts.items():

@@ -40,8 +40,7 @@ def learning_curve(history: Sequence[Mapping[str, float]], path: Path, title: st
     return _save(fig, path)
 
 
-def curves_with_band(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, ylabel: str,
-                     title: str = "") -> Path:
+def curves_with_band(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, ylabel: str, title: str = "") -> Path:
     """Mean per epoch over seeds with a ±1 std band, one line per variant.
 
     curves: variant -> list of per-seed series (equal length up to the shortest).
@@ -71,8 +70,13 @@ def bars_with_ci(rows: Sequence[Mapping], path: Path, ylabel: str, title: str = 
     means = np.array([r["mean"] for r in rows], dtype=float)
     lo = np.array([r["ci_low"] if r["ci_low"] is not None else r["mean"] for r in rows], dtype=float)
     hi = np.array([r["ci_high"] if r["ci_high"] is not None else r["mean"] for r in rows], dtype=float)
-    ax.bar(names, means, yerr=[means - lo, hi - means], capsize=4,
-           color=["tab:orange" if r.get("rank") == 1 else "tab:blue" for r in rows])
+    ax.bar(
+        names,
+        means,
+        yerr=[means - lo, hi - means],
+        capsize=4,
+        color=["tab:orange" if r.get("rank") == 1 else "tab:blue" for r in rows],
+    )
     for i, r in enumerate(rows):
         xs = r.get("values", [])
         ax.scatter([i] * len(xs), xs, color="black", s=10, zorder=3)
@@ -87,8 +91,9 @@ def bars_with_ci(rows: Sequence[Mapping], path: Path, ylabel: str, title: str = 
     return _save(fig, path)
 
 
-def scatter_xy(points: Sequence[Mapping], path: Path, xlabel: str, ylabel: str, title: str = "",
-               logx: bool = True) -> Path:
+def scatter_xy(
+    points: Sequence[Mapping], path: Path, xlabel: str, ylabel: str, title: str = "", logx: bool = True
+) -> Path:
     """One point per variant (mean with std error bars), e.g. accuracy against parameter count."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for p in points:

@@ -22,8 +22,17 @@ from pipeline import plots
 from pipeline.stats import compare, describe_finding, summarize
 
 # Extra per-run numbers summarized per variant when present (final values).
-EXTRA_METRICS = ("test_accuracy", "test_loss", "val_loss", "train_loss", "epochs_to_target", "n_params",
-                 "flops_per_sample", "samples_per_s", "epoch_seconds")
+EXTRA_METRICS = (
+    "test_accuracy",
+    "test_loss",
+    "val_loss",
+    "train_loss",
+    "epochs_to_target",
+    "n_params",
+    "flops_per_sample",
+    "samples_per_s",
+    "epoch_seconds",
+)
 # Columns of the markdown table (all of the above stay in metrics.json).
 TABLE_METRICS = ("test_accuracy", "epochs_to_target", "n_params", "samples_per_s")
 
@@ -67,7 +76,8 @@ def analyze(runs: list[dict[str, Any]], metric: str, mode: str, target: dict | N
         ok = [r for r in vruns if _is_ok(r)]
         values = [v for r in ok if (v := _final(r, metric)) is not None and math.isfinite(v)]
         row: dict[str, Any] = {
-            "runs": len(vruns), "finished": len(ok),
+            "runs": len(vruns),
+            "finished": len(ok),
             "diverged": sum(r["tags"].get("outcome") == "diverged" for r in vruns),
             "failed": sum(r["status"] in ("FAILED", "KILLED") for r in vruns),
             "early_stopped": sum(r["tags"].get("end_reason") == "early_stopped" for r in vruns),
@@ -84,13 +94,17 @@ def analyze(runs: list[dict[str, Any]], metric: str, mode: str, target: dict | N
     comparisons = compare(groups, mode) if groups else []
     for c in comparisons:
         table[c.variant].update({"rank": c.rank, "p_vs_best": c.p_value, "significant_vs_best": c.significant})
-    answer = describe_finding(comparisons, metric, mode) if comparisons else "No run finished, so nothing can be compared."
+    answer = (
+        describe_finding(comparisons, metric, mode) if comparisons else "No run finished, so nothing can be compared."
+    )
     extra = []
     if target and any("epochs_to_target" in row for row in table.values()):
         speed = {v: row["epochs_to_target"]["values"] for v, row in table.items() if "epochs_to_target" in row}
         fastest = compare(speed, "min")
-        extra.append(f"To reach {target['metric']} ≥ {target['value']:g}: " + describe_finding(
-            fastest, "epochs_to_target", "min").rstrip("."))
+        extra.append(
+            f"To reach {target['metric']} ≥ {target['value']:g}: "
+            + describe_finding(fastest, "epochs_to_target", "min").rstrip(".")
+        )
         extra[-1] += " (a run that never reached it counts as epochs + 1)."
     n_div = sum(row["diverged"] for row in table.values())
     if n_div:
@@ -99,10 +113,16 @@ def analyze(runs: list[dict[str, Any]], metric: str, mode: str, target: dict | N
     if any("n_params" in row for row in table.values()):
         sizes = {v: int(row["n_params"]["mean"]) for v, row in table.items() if "n_params" in row}
         if len(set(sizes.values())) > 1:
-            extra.append("Parameter counts differ between variants: " +
-                         ", ".join(f"{v} {n:,}" for v, n in sizes.items()) + ".")
-    return {"metric": metric, "mode": mode, "variants": table,
-            "ranking": [c.as_dict() for c in comparisons], "answer": " ".join([answer, *extra])}
+            extra.append(
+                "Parameter counts differ between variants: " + ", ".join(f"{v} {n:,}" for v, n in sizes.items()) + "."
+            )
+    return {
+        "metric": metric,
+        "mode": mode,
+        "variants": table,
+        "ranking": [c.as_dict() for c in comparisons],
+        "answer": " ".join([answer, *extra]),
+    }
 
 
 def _fmt(stat: dict | None, digits: int = 4) -> str:
@@ -118,10 +138,17 @@ def summary_markdown(study: str, question: str, analysis: dict[str, Any], sweep:
     metric = analysis["metric"]
     cols = [metric] + [k for k in TABLE_METRICS if k != metric and any(k in r for r in analysis["variants"].values())]
     lines = [
-        f"# {study}", "", f"**Question.** {question}", "", f"**Answer (generated from the runs).** {analysis['answer']}",
-        "", f"Profile `{sweep.get('profile')}`, seeds {sweep.get('seeds')}, metric `{metric}` ({analysis['mode']}), "
-        f"MLflow experiment `{sweep.get('experiment_id')}`, parent run `{sweep.get('parent_run_id')}`.", "",
-        "Values are mean ± std [95% CI] over seeds; p is Welch's t-test against the best variant.", "",
+        f"# {study}",
+        "",
+        f"**Question.** {question}",
+        "",
+        f"**Answer (generated from the runs).** {analysis['answer']}",
+        "",
+        f"Profile `{sweep.get('profile')}`, seeds {sweep.get('seeds')}, metric `{metric}` ({analysis['mode']}), "
+        f"MLflow experiment `{sweep.get('experiment_id')}`, parent run `{sweep.get('parent_run_id')}`.",
+        "",
+        "Values are mean ± std [95% CI] over seeds; p is Welch's t-test against the best variant.",
+        "",
         "| rank | variant | n | " + " | ".join(cols) + " | p vs best | diverged |",
         "|---|---|---|" + "---|" * len(cols) + "---|---|",
     ]
@@ -129,12 +156,18 @@ def summary_markdown(study: str, question: str, analysis: dict[str, Any], sweep:
     for variant, row in rows:
         p = row.get("p_vs_best")
         ptxt = "–" if p is None else (f"{p:.3g}" + (" *" if row.get("significant_vs_best") else ""))
-        lines.append(f"| {row.get('rank', '–')} | {variant} | {row['finished']}/{row['runs']} | "
-                     + " | ".join(_fmt(row.get(c)) for c in cols) + f" | {ptxt} | {row['diverged']} |")
+        lines.append(
+            f"| {row.get('rank', '–')} | {variant} | {row['finished']}/{row['runs']} | "
+            + " | ".join(_fmt(row.get(c)) for c in cols)
+            + f" | {ptxt} | {row['diverged']} |"
+        )
     lines += ["", "`*`: significant at alpha 0.05. Per-seed values are in `metrics.json`.", ""]
     if any("maxout" in v for v in analysis["variants"]):
-        lines += ["Note: a maxout unit takes the max of 2 linear pieces, so a maxout layer has about twice the "
-                  "parameters of a plain layer of the same width (see n_params).", ""]
+        lines += [
+            "Note: a maxout unit takes the max of 2 linear pieces, so a maxout layer has about twice the "
+            "parameters of a plain layer of the same width (see n_params).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -153,13 +186,20 @@ def _first_epoch_layers(runs: list[dict], prefix: str) -> dict[str, dict[str, fl
     for r in runs:
         for key, series in r["history"].items():
             if key.startswith(prefix) and series:
-                acc[r["tags"].get("variant", "base")][key[len(prefix):]].append(series[0][1])
+                acc[r["tags"].get("variant", "base")][key[len(prefix) :]].append(series[0][1])
     return {v: {layer: float(np.mean(vals)) for layer, vals in layers.items()} for v, layers in acc.items()}
 
 
-def build_report(results_dir: str | Path, out_dir: str | Path, question: str, metric: str, mode: str,
-                 target: dict | None = None, extras: list[str] = (), data_dir: str | Path | None = None
-                 ) -> dict[str, Any]:
+def build_report(
+    results_dir: str | Path,
+    out_dir: str | Path,
+    question: str,
+    metric: str,
+    mode: str,
+    target: dict | None = None,
+    extras: list[str] = (),
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
     results_dir, out = Path(results_dir), Path(out_dir)
     runs = json.loads((results_dir / "runs.json").read_text())
     sweep = json.loads((results_dir / "sweep.json").read_text())
@@ -182,8 +222,11 @@ def build_report(results_dir: str | Path, out_dir: str | Path, question: str, me
 
     metrics = {"answer": analysis["answer"], "metric": metric, "variants": {}}
     for v, row in analysis["variants"].items():
-        m = {k: {kk: vv for kk, vv in stat.items() if kk != "values"} for k, stat in row.items()
-             if isinstance(stat, dict) and "mean" in stat}
+        m = {
+            k: {kk: vv for kk, vv in stat.items() if kk != "values"}
+            for k, stat in row.items()
+            if isinstance(stat, dict) and "mean" in stat
+        }
         m.update({k: row[k] for k in ("runs", "finished", "diverged", "rank", "p_vs_best") if k in row})
         metrics["variants"][v] = m
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -205,20 +248,42 @@ def build_report(results_dir: str | Path, out_dir: str | Path, question: str, me
         c = _curves(runs, key)
         if c:
             made.append(plots.curves_with_band(c, figures / f"curve_{key}.png", key, f"{study}: {key} per epoch"))
-    rows = [{"variant": v, "rank": r.get("rank"), **{k: x for k, x in r[metric].items()}}
-            for v, r in analysis["variants"].items() if "mean" in r.get(metric, {})]
+    rows = [
+        {"variant": v, "rank": r.get("rank"), **{k: x for k, x in r[metric].items()}}
+        for v, r in analysis["variants"].items()
+        if "mean" in r.get(metric, {})
+    ]
     if rows:
-        made.append(plots.bars_with_ci(rows, figures / f"final_{metric}.png", metric,
-                                       f"{study}: final {metric} (mean, 95% CI, seeds as dots)"))
+        made.append(
+            plots.bars_with_ci(
+                rows, figures / f"final_{metric}.png", metric, f"{study}: final {metric} (mean, 95% CI, seeds as dots)"
+            )
+        )
     grads = _first_epoch_layers(runs, "grad_norm/")
     if grads:
-        made.append(plots.layer_lines(grads, figures / "grad_norm_layers.png", "gradient norm (epoch 1)",
-                                      f"{study}: per-layer gradient norm after epoch 1"))
-    sizes = [{"label": v, "x": r["n_params"]["mean"], "y": r[metric]["mean"], "yerr": r[metric]["std"]}
-             for v, r in analysis["variants"].items() if "n_params" in r and "mean" in r.get(metric, {})]
+        made.append(
+            plots.layer_lines(
+                grads,
+                figures / "grad_norm_layers.png",
+                "gradient norm (epoch 1)",
+                f"{study}: per-layer gradient norm after epoch 1",
+            )
+        )
+    sizes = [
+        {"label": v, "x": r["n_params"]["mean"], "y": r[metric]["mean"], "yerr": r[metric]["std"]}
+        for v, r in analysis["variants"].items()
+        if "n_params" in r and "mean" in r.get(metric, {})
+    ]
     if len({p["x"] for p in sizes}) > 2:
-        made.append(plots.scatter_xy(sizes, figures / f"{metric}_vs_params.png", "parameters", metric,
-                                     f"{study}: {metric} vs parameter count"))
+        made.append(
+            plots.scatter_xy(
+                sizes,
+                figures / f"{metric}_vs_params.png",
+                "parameters",
+                metric,
+                f"{study}: {metric} vs parameter count",
+            )
+        )
     return {"analysis": analysis, "figures": [str(p) for p in made]}
 
 

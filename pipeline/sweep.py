@@ -68,7 +68,8 @@ def _fit_ddp(config: dict[str, Any], runtime: Runtime, data: Splits, trial_id: s
         ddp_worker,
         train_loop_config={"config": config, "runtime": runtime, "data": data, "trial_id": trial_id},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=runtime.workers_per_trial, use_gpu=use_gpu, resources_per_worker=resources),
+            num_workers=runtime.workers_per_trial, use_gpu=use_gpu, resources_per_worker=resources
+        ),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             # Deterministic name: a retried or restored trial finds its own Train checkpoints.
@@ -105,8 +106,16 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
 
 def sweep_id(study: Study, data: Splits) -> str:
     """Hash of what defines a sweep: the resolved spec, its seeds, and the data's checksum."""
-    blob = json.dumps({"spec": study.spec.model_dump(), "seeds": study.seeds, "data": data.meta.get("sha256"),
-                       "ray": study.params.ray.workers_per_trial}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "spec": study.spec.model_dump(),
+            "seeds": study.seeds,
+            "data": data.meta.get("sha256"),
+            "ray": study.params.ray.workers_per_trial,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -123,16 +132,17 @@ def init_ray(params: Params) -> dict[str, float]:
     return ray.cluster_resources()
 
 
-def max_concurrent(resources: dict[str, float], workers: int, cpus: float, gpus: float,
-                   configured: int | None) -> int:
+def max_concurrent(resources: dict[str, float], workers: int, cpus: float, gpus: float, configured: int | None) -> int:
     """How many trials fit at once on the cluster, so that trials never starve each other."""
     per_trial_cpu, per_trial_gpu = workers * cpus, workers * gpus
     fit = int(resources.get("CPU", 1) // per_trial_cpu) if per_trial_cpu else 1
     if per_trial_gpu:
         fit = min(fit, int(resources.get("GPU", 0) // per_trial_gpu))
     if fit < 1:
-        raise RuntimeError(f"one trial needs {per_trial_cpu:g} CPUs and {per_trial_gpu:g} GPUs; "
-                           f"the Ray cluster has {resources.get('CPU', 0):g} and {resources.get('GPU', 0):g}")
+        raise RuntimeError(
+            f"one trial needs {per_trial_cpu:g} CPUs and {per_trial_gpu:g} GPUs; "
+            f"the Ray cluster has {resources.get('CPU', 0):g} and {resources.get('GPU', 0):g}"
+        )
     return min(fit, configured) if configured else fit
 
 
@@ -150,7 +160,9 @@ def _param_space(study: Study) -> dict[str, Any]:
         elif kind in ("grid", "choice"):
             space[key] = tune.choice(values)
         else:
-            space[key] = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*values)
+            space[key] = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](
+                *values
+            )
     if s.algorithm != "optuna":
         space["seed"] = tune.grid_search(study.seeds)
     return space
@@ -178,8 +190,12 @@ def _scheduler(study: Study):
     from ray.tune.schedulers import ASHAScheduler
 
     epochs = study.resolve({}, study.seeds[0]).train.epochs
-    return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=min(s.grace_period, epochs),
-                         reduction_factor=s.reduction_factor)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=epochs,
+        grace_period=min(s.grace_period, epochs),
+        reduction_factor=s.reduction_factor,
+    )
 
 
 class _MlflowStatus:
@@ -194,9 +210,12 @@ class _MlflowStatus:
 
             def _close(self, trial, status: str, reason: str) -> None:
                 rt = self.runtime
-                runs = tracking.find_runs(rt.tracking_uri, rt.experiment_id,
-                                          f"tags.ray_trial_id = '{trial.trial_id}' and tags.sweep_id = '{rt.sweep_id}'"
-                                          " and attributes.status = 'RUNNING'")
+                runs = tracking.find_runs(
+                    rt.tracking_uri,
+                    rt.experiment_id,
+                    f"tags.ray_trial_id = '{trial.trial_id}' and tags.sweep_id = '{rt.sweep_id}'"
+                    " and attributes.status = 'RUNNING'",
+                )
                 c = tracking.client(rt.tracking_uri)
                 for r in runs:
                     c.set_tag(r.info.run_id, "end_reason", reason)
@@ -218,13 +237,14 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
 
     params = study.params
     root = project_root()
-    data = load_prepared(data_dir, study.spec.dataset["name"],
-                         {k: v for k, v in study.spec.dataset.items() if k != "name"})
+    data = load_prepared(
+        data_dir, study.spec.dataset["name"], {k: v for k, v in study.spec.dataset.items() if k != "name"}
+    )
     uri = tracking.resolve_tracking_uri(params.mlflow.tracking_uri, root)
     experiment_id = tracking.ensure_experiment(uri, study.name, root)
     sid = sweep_id(study, data)
     storage = Path(params.ray.storage_path)
-    storage = (storage if storage.is_absolute() or "://" in str(storage) else root / storage)
+    storage = storage if storage.is_absolute() or "://" in str(storage) else root / storage
     tune_name = f"{study.name}-{sid}"
     tune_dir = storage / tune_name
 
@@ -239,12 +259,23 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
         parent_id = unfinished[0].info.run_id
         c.update_run(parent_id, status="RUNNING")
     else:
-        parent_id = c.create_run(experiment_id, run_name=f"{study.name}-sweep-{sid}", tags={
-            "sweep_parent": "true", "sweep_id": sid, "study": study.name, "profile": params.profile,
-            "question": study.spec.question, **tracking.git_info(root),
-        }).info.run_id
-        tracking.log_params(uri, parent_id, {"spec": study.spec.model_dump(exclude={"profiles"}),
-                                             "seeds": study.seeds, "profile": params.profile})
+        parent_id = c.create_run(
+            experiment_id,
+            run_name=f"{study.name}-sweep-{sid}",
+            tags={
+                "sweep_parent": "true",
+                "sweep_id": sid,
+                "study": study.name,
+                "profile": params.profile,
+                "question": study.spec.question,
+                **tracking.git_info(root),
+            },
+        ).info.run_id
+        tracking.log_params(
+            uri,
+            parent_id,
+            {"spec": study.spec.model_dump(exclude={"profiles"}), "seeds": study.seeds, "profile": params.profile},
+        )
     resources = init_ray(params)
     ray_cfg = params.ray
     res = study.spec.resources
@@ -252,9 +283,17 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
     cpus = res.cpus_per_worker or ray_cfg.cpus_per_worker
     gpus = res.gpus_per_worker if res.gpus_per_worker is not None else ray_cfg.gpus_per_worker
     runtime = Runtime(
-        study=study, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent_id, sweep_id=sid,
-        space_keys=list(study.spec.search.space), workers_per_trial=workers, cpus_per_worker=cpus,
-        gpus_per_worker=gpus, storage_path=str(storage), max_failures=ray_cfg.max_failures,
+        study=study,
+        tracking_uri=uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent_id,
+        sweep_id=sid,
+        space_keys=list(study.spec.search.space),
+        workers_per_trial=workers,
+        cpus_per_worker=cpus,
+        gpus_per_worker=gpus,
+        storage_path=str(storage),
+        max_failures=ray_cfg.max_failures,
         tags={**tracking.git_info(root), **tracking.package_versions(), "data_sha256": data.meta.get("sha256", "")},
     )
     concurrency = max_concurrent(resources, workers, cpus, gpus, ray_cfg.max_concurrent_trials)
@@ -266,7 +305,9 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
     trainable = tune.with_resources(tune.with_parameters(tune_trial, runtime=runtime, data=data), trial_resources)
     search_alg, num_samples = _search_alg(study)
     run_config = tune.RunConfig(
-        name=tune_name, storage_path=str(storage), callbacks=[_MlflowStatus(runtime)],
+        name=tune_name,
+        storage_path=str(storage),
+        callbacks=[_MlflowStatus(runtime)],
         failure_config=tune.FailureConfig(max_failures=ray_cfg.max_failures if workers == 1 else 0),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         verbose=1,
@@ -278,10 +319,15 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
             tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(
-                trainable, param_space=_param_space(study),
+                trainable,
+                param_space=_param_space(study),
                 tune_config=tune.TuneConfig(
-                    metric=study.spec.metric, mode=study.spec.mode, num_samples=num_samples,
-                    search_alg=search_alg, scheduler=_scheduler(study), max_concurrent_trials=concurrency,
+                    metric=study.spec.metric,
+                    mode=study.spec.mode,
+                    num_samples=num_samples,
+                    search_alg=search_alg,
+                    scheduler=_scheduler(study),
+                    max_concurrent_trials=concurrency,
                     reuse_actors=True,  # a fresh process per trial re-imports torch, ray and mlflow (~10 s)
                 ),
                 run_config=run_config,
@@ -295,11 +341,21 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
     errors = [r for r in results if r.error is not None]
     runs = tracking.export_runs(uri, experiment_id, parent_id)
     summary = {
-        "study": study.name, "sweep_id": sid, "experiment_id": experiment_id, "parent_run_id": parent_id,
-        "tracking_uri": uri, "profile": params.profile, "question": study.spec.question,
-        "metric": study.spec.metric, "mode": study.spec.mode, "seeds": study.seeds,
-        "trials": len(results), "errors": len(errors), "closed_left_running": closed,
-        "wall_seconds": round(time.time() - t0, 2), "resumed": resume,
+        "study": study.name,
+        "sweep_id": sid,
+        "experiment_id": experiment_id,
+        "parent_run_id": parent_id,
+        "tracking_uri": uri,
+        "profile": params.profile,
+        "question": study.spec.question,
+        "metric": study.spec.metric,
+        "mode": study.spec.mode,
+        "seeds": study.seeds,
+        "trials": len(results),
+        "errors": len(errors),
+        "closed_left_running": closed,
+        "wall_seconds": round(time.time() - t0, 2),
+        "resumed": resume,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,14 @@ class Task:
 
         return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   optimizers: list[torch.optim.Optimizer], cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    def train_step(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        optimizers: list[torch.optim.Optimizer],
+        cfg: TrainConfig,
+    ) -> dict[str, torch.Tensor]:
         (opt,) = optimizers
         opt.zero_grad(set_to_none=True)
         out = model(x)

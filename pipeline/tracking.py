@@ -29,7 +29,7 @@ def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     root = root or project_root()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(root / uri[len('sqlite:///'):]).resolve()}"
+        return f"sqlite:///{(root / uri[len('sqlite:///') :]).resolve()}"
     if "://" not in uri:
         return (root / uri).resolve().as_uri()
     return uri
@@ -111,8 +111,9 @@ def find_runs(uri: str, experiment_id: str, filter_string: str) -> list:
             return runs
 
 
-def start_or_resume_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str],
-                        match: dict[str, str]) -> str:
+def start_or_resume_run(
+    uri: str, experiment_id: str, run_name: str, tags: dict[str, str], match: dict[str, str]
+) -> str:
     """The run whose tags equal `match`, set RUNNING again, or a new one: one run per trial, even
     across retries and resumed sweeps."""
     c = client(uri)
@@ -155,7 +156,9 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
 
 def close_unfinished(uri: str, experiment_id: str, parent_run_id: str, status: str, reason: str) -> int:
     """Mark every child run of a sweep that is still RUNNING; returns how many were marked."""
-    runs = find_runs(uri, experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    runs = find_runs(
+        uri, experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    )
     c = client(uri)
     for r in runs:
         c.set_tag(r.info.run_id, "end_reason", reason)
@@ -168,8 +171,9 @@ def status_name(run) -> str:
     return s if isinstance(s, str) else RunStatus.to_string(s)
 
 
-def export_runs(uri: str, experiment_id: str, parent_run_id: str, history_keys: Iterable[str] | None = None
-                ) -> list[dict[str, Any]]:
+def export_runs(
+    uri: str, experiment_id: str, parent_run_id: str, history_keys: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
     """A sweep's child runs as plain dicts: the file contract between the study and report stages.
 
     history holds every metric's per-epoch series (last value per step wins, so a retried epoch counts
@@ -181,18 +185,21 @@ def export_runs(uri: str, experiment_id: str, parent_run_id: str, history_keys: 
         keys = list(run.data.metrics) if history_keys is None else [k for k in history_keys if k in run.data.metrics]
         history: dict[str, list[list[float]]] = {}
         for key in keys:
-            by_step = {m.step: m.value for m in sorted(c.get_metric_history(run.info.run_id, key),
-                                                        key=lambda m: m.timestamp)}
+            by_step = {
+                m.step: m.value for m in sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp)
+            }
             history[key] = [[step, by_step[step]] for step in sorted(by_step)]
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-        out.append({
-            "run_id": run.info.run_id,
-            "run_name": run.info.run_name,
-            "status": status_name(run),
-            "tags": tags,
-            "params": dict(run.data.params),
-            "final": dict(run.data.metrics),
-            "history": history,
-        })
+        out.append(
+            {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "status": status_name(run),
+                "tags": tags,
+                "params": dict(run.data.params),
+                "final": dict(run.data.metrics),
+                "history": history,
+            }
+        )
     out.sort(key=lambda r: (r["tags"].get("variant", ""), int(r["tags"].get("seed", 0)), r["run_name"] or ""))
     return out

@@ -56,8 +56,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, batch_size: int,
-             prefix: str = "val") -> dict[str, float]:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, batch_size: int, prefix: str = "val"
+) -> dict[str, float]:
     """Metrics over the whole split. Each rank takes every world-th sample (no padding, no duplicates),
     so the all-reduced sums equal a single-process pass over the full split."""
     rank, world = rank_and_world()
@@ -84,9 +85,18 @@ def _schedulers(optimizers: list[torch.optim.Optimizer], cfg: TrainConfig) -> li
     return []
 
 
-def fit(model: nn.Module, data: Splits, task: Task, cfg: TrainConfig, report: Report | None = None, *,
-        seed: int = 0, metric: str | None = None, mode: str | None = None,
-        resume: dict[str, Any] | None = None) -> FitResult:
+def fit(
+    model: nn.Module,
+    data: Splits,
+    task: Task,
+    cfg: TrainConfig,
+    report: Report | None = None,
+    *,
+    seed: int = 0,
+    metric: str | None = None,
+    mode: str | None = None,
+    resume: dict[str, Any] | None = None,
+) -> FitResult:
     """Train `model` on `data.x_train` for `cfg.epochs`, evaluating on the validation split each epoch.
 
     `report(metrics, checkpoint)` is called once per epoch on every rank with the reduced metrics and a
@@ -170,9 +180,13 @@ def fit(model: nn.Module, data: Splits, task: Task, cfg: TrainConfig, report: Re
 
         def checkpoint(epoch: int = epoch) -> dict[str, Any]:
             return {
-                "model": base.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                "schedulers": [s.state_dict() for s in schedulers], "epoch": epoch + 1,
-                "history": result.history, "best_metric": result.best_metric, "best_epoch": result.best_epoch,
+                "model": base.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers],
+                "schedulers": [s.state_dict() for s in schedulers],
+                "epoch": epoch + 1,
+                "history": result.history,
+                "best_metric": result.best_metric,
+                "best_epoch": result.best_epoch,
                 "best_state": result.best_state,
             }
 

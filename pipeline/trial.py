@@ -79,9 +79,16 @@ def epochs_to_target(history: list[dict[str, float]], metric: str, value: float,
     return None
 
 
-def run_worker(cfg: TrialConfig, variant: str, runtime: Runtime, data: Splits, trial_id: str,
-               report: Callable[[dict[str, float], str | None], None],
-               get_checkpoint: Callable[[], str | None], device: torch.device) -> FitResult:
+def run_worker(
+    cfg: TrialConfig,
+    variant: str,
+    runtime: Runtime,
+    data: Splits,
+    trial_id: str,
+    report: Callable[[dict[str, float], str | None], None],
+    get_checkpoint: Callable[[], str | None],
+    device: torch.device,
+) -> FitResult:
     """Train one trial on this process (one rank, or the only process)."""
     rank, world = rank_and_world()
     torch.set_num_threads(max(1, int(runtime.cpus_per_worker)))  # Ray sets OMP_NUM_THREADS=1 in workers
@@ -95,19 +102,31 @@ def run_worker(cfg: TrialConfig, variant: str, runtime: Runtime, data: Splits, t
     run_id = None
     if rank == 0:
         run_id = tracking.start_or_resume_run(
-            runtime.tracking_uri, runtime.experiment_id, run_name=f"{runtime.study.name}-{variant}-s{cfg.seed}",
+            runtime.tracking_uri,
+            runtime.experiment_id,
+            run_name=f"{runtime.study.name}-{variant}-s{cfg.seed}",
             tags={
-                **runtime.tags, "mlflow.parentRunId": runtime.parent_run_id, "study": runtime.study.name,
-                "family": cfg.model.name, "dataset": cfg.dataset.name, "variant": variant, "seed": str(cfg.seed),
+                **runtime.tags,
+                "mlflow.parentRunId": runtime.parent_run_id,
+                "study": runtime.study.name,
+                "family": cfg.model.name,
+                "dataset": cfg.dataset.name,
+                "variant": variant,
+                "seed": str(cfg.seed),
                 "workers": str(world),
             },
             match={"ray_trial_id": trial_id, "sweep_id": runtime.sweep_id},
         )
         tracking.log_params(runtime.tracking_uri, run_id, cfg.model_dump())
-        tracking.log_metrics(runtime.tracking_uri, run_id, {
-            "n_params": count_parameters(model),
-            "flops_per_sample": flops_per_sample(model, data.x_val[:1].to(device)),
-        }, step=0)
+        tracking.log_metrics(
+            runtime.tracking_uri,
+            run_id,
+            {
+                "n_params": count_parameters(model),
+                "flops_per_sample": flops_per_sample(model, data.x_val[:1].to(device)),
+            },
+            step=0,
+        )
 
     resume = None
     ckpt_dir = get_checkpoint()
@@ -128,8 +147,7 @@ def run_worker(cfg: TrialConfig, variant: str, runtime: Runtime, data: Splits, t
         else:
             report(_tune_metrics(metrics), None)
 
-    result = fit(model, data, task, cfg.train, on_epoch, seed=cfg.seed, metric=metric, mode=runtime.mode,
-                 resume=resume)
+    result = fit(model, data, task, cfg.train, on_epoch, seed=cfg.seed, metric=metric, mode=runtime.mode, resume=resume)
 
     # Final evaluation of the best epoch's weights on the test split (every rank takes part).
     best = result.best_state
@@ -157,8 +175,14 @@ def _broadcast_state(state, model, device):
     return holder[0]
 
 
-def _finish_run(runtime: Runtime, cfg: TrialConfig, run_id: str, result: FitResult, test: dict[str, float],
-                best: dict[str, torch.Tensor] | None) -> None:
+def _finish_run(
+    runtime: Runtime,
+    cfg: TrialConfig,
+    run_id: str,
+    result: FitResult,
+    test: dict[str, float],
+    best: dict[str, torch.Tensor] | None,
+) -> None:
     import yaml
 
     from pipeline.plots import learning_curve
@@ -175,8 +199,13 @@ def _finish_run(runtime: Runtime, cfg: TrialConfig, run_id: str, result: FitResu
         final["epochs_to_target"] = float(reached if reached is not None else cfg.train.epochs + 1)
         tracking.set_tags(uri, run_id, {"target_reached": str(reached is not None).lower()})
     if final:
-        tracking.log_metrics(uri, run_id, {k: v for k, v in final.items() if math.isfinite(v)},
-                             step=len(result.history), synchronous=True)
+        tracking.log_metrics(
+            uri,
+            run_id,
+            {k: v for k, v in final.items() if math.isfinite(v)},
+            step=len(result.history),
+            synchronous=True,
+        )
     outcome = "diverged" if result.diverged else "completed"
     tracking.set_tags(uri, run_id, {"outcome": outcome})
     c = tracking.client(uri)

@@ -19,8 +19,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     study = load_study(args.study, load_params(args.params), args.params)
     spec = study.spec
-    out = build_report(args.results, args.out, spec.question, spec.metric, spec.mode,
-                       spec.target.model_dump() if spec.target else None, spec.report, args.data)
+    out = build_report(
+        args.results,
+        args.out,
+        spec.question,
+        spec.metric,
+        spec.mode,
+        spec.target.model_dump() if spec.target else None,
+        spec.report,
+        args.data,
+    )
     print(out["analysis"]["answer"])
 
 

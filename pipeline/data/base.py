@@ -33,8 +33,14 @@ class Splits:
         if not n_train or n_train >= len(self.x_train):
             return self
         return Splits(
-            self.x_train[:n_train], self.y_train[:n_train], self.x_val, self.y_val,
-            self.x_test, self.y_test, self.info, {**self.meta, "train_limit": n_train},
+            self.x_train[:n_train],
+            self.y_train[:n_train],
+            self.x_val,
+            self.y_val,
+            self.x_test,
+            self.y_test,
+            self.info,
+            {**self.meta, "train_limit": n_train},
         )
 
 

@@ -86,11 +86,15 @@ def load_prepared(folder: str | Path, name: str, options: dict[str, Any] | None 
     path = prepared_path(folder, name, opts)
     meta_path = path.with_suffix(".json")
     if not path.exists() or not meta_path.exists():
-        raise ConfigError(f"prepared data missing ({path.name}); run the prepare stage (dvc repro prepare)", file=str(path))
+        raise ConfigError(
+            f"prepared data missing ({path.name}); run the prepare stage (dvc repro prepare)", file=str(path)
+        )
     meta = json.loads(meta_path.read_text())
     if _sha256(path) != meta["sha256"]:
         raise ConfigError("checksum does not match its metadata; re-run the prepare stage", file=str(path))
     t = torch.load(path, weights_only=True)
     info = meta["info"]
     info = DataInfo(tuple(info["input_shape"]), info["num_classes"], info["task"], info["extra"])
-    return Splits(**t, info=info, meta={**meta["meta"], "sha256": meta["sha256"], "normalization": meta["normalization"]})
+    return Splits(
+        **t, info=info, meta={**meta["meta"], "sha256": meta["sha256"], "normalization": meta["normalization"]}
+    )

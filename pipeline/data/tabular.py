@@ -49,13 +49,22 @@ def load_synthetic(opts: SyntheticOptions, ctx: LoadContext) -> Splits:
     from sklearn.datasets import make_classification
 
     x, y = make_classification(
-        n_samples=opts.n_samples, n_features=opts.n_features, n_informative=min(opts.n_informative, opts.n_features),
-        n_redundant=0, n_classes=opts.n_classes, n_clusters_per_class=1, random_state=ctx.seed,
+        n_samples=opts.n_samples,
+        n_features=opts.n_features,
+        n_informative=min(opts.n_informative, opts.n_features),
+        n_redundant=0,
+        n_classes=opts.n_classes,
+        n_clusters_per_class=1,
+        random_state=ctx.seed,
     )
     info = DataInfo(input_shape=(opts.n_features,), num_classes=opts.n_classes)
     return _split(
-        torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.long), info,
-        (opts.val_fraction, opts.test_fraction), ctx.seed, {"source": "sklearn.make_classification"},
+        torch.tensor(x, dtype=torch.float32),
+        torch.tensor(y, dtype=torch.long),
+        info,
+        (opts.val_fraction, opts.test_fraction),
+        ctx.seed,
+        {"source": "sklearn.make_classification"},
     )
 
 

@@ -49,8 +49,9 @@ def register_extra(name: str) -> Callable[[Extra], Extra]:
 
 def get_extra(name: str) -> Extra:
     if name not in EXTRAS:
-        raise ConfigError(f"unknown report section {name!r}; allowed: {', '.join(sorted(EXTRAS)) or 'none'}",
-                          key="report")
+        raise ConfigError(
+            f"unknown report section {name!r}; allowed: {', '.join(sorted(EXTRAS)) or 'none'}", key="report"
+        )
     return EXTRAS[name]
 
 
