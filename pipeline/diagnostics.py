@@ -40,9 +40,9 @@ class Diagnostics:
 
     def weight_norms(self) -> dict[str, float]:
         return {
-            f"weight_norm/{n}": float(l.weight.detach().norm())
-            for n, l in self.layers.items()
-            if isinstance(getattr(l, "weight", None), torch.Tensor)
+            f"weight_norm/{n}": float(layer.weight.detach().norm())
+            for n, layer in self.layers.items()
+            if isinstance(getattr(layer, "weight", None), torch.Tensor)
         }
 
     @torch.no_grad()
