@@ -86,6 +86,9 @@ class TrainConfig(Strict):
     diagnostics: bool = True  # per-layer gradient/weight norms, dead units, activation std
     checkpoint_every: int = Field(1, ge=0)  # epochs between checkpoints; 0 turns them off
     eval_batch_size: int = Field(1024, ge=1)
+    # Opt-in speed for GPU runs; the defaults keep CPU studies bit-for-bit as they were.
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward and loss (weights stay fp32)
+    channels_last: bool = False  # NHWC memory layout for image models and batches (faster convs on GPU)
 
 
 class Component(Strict):
@@ -237,8 +240,10 @@ def load_study(path: str | Path, params: Params, params_file: str = "params.yaml
             file=str(path),
             key="profiles",
         )
-    merged = deep_merge(params.defaults, raw)
-    merged = deep_merge(merged, params.profiles[params.profile])
+    # The spec as written is checked on its own first, so a profile overlay cannot hide a bad value.
+    base = deep_merge(params.defaults, {k: v for k, v in raw.items() if k != "profiles"})
+    Study(study_name(path), path, validate(StudySpec, base, file=str(path)), params).validate_space()
+    merged = deep_merge(base, params.profiles[params.profile])
     merged = deep_merge(merged, raw.get("profiles", {}).get(params.profile, {}))
     # Profile keys may only name study keys: an error there points at params.yaml.
     validate(

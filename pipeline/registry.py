@@ -44,9 +44,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}", key=self.kind
-            ) from None
+            raise ConfigError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -299,7 +299,7 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
     concurrency = max_concurrent(resources, workers, cpus, gpus, ray_cfg.max_concurrent_trials)
     if workers > 1:
         # The trial function only waits on its TorchTrainer, whose workers hold the resources.
-        trial_resources: dict[str, float] = {"cpu": 0}
+        trial_resources: dict[str, float] = {"cpu": 0.01}  # Tune refuses an empty request
     else:
         trial_resources = {"cpu": cpus, "gpu": gpus}
     trainable = tune.with_resources(tune.with_parameters(tune_trial, runtime=runtime, data=data), trial_resources)

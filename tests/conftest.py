@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny params file, prepared data, and one real local Ray runtime per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """A params.yaml in `folder` on the tiny profile, with every store under `folder`."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    params["mlflow"]["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    params["ray"]["storage_path"] = str(folder / "ray_results")
+    for key, value in overrides.items():
+        node = params
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def write_spec(folder: Path, name: str, spec: dict) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+TINY_SPEC = {
+    "question": "Does a tiny MLP learn digits?",
+    "model": {"name": "mlp", "hidden": [32], "activation": "relu"},
+    "dataset": {"name": "digits"},
+    "train": {"epochs": 2, "lr": 0.1},
+    "search": {"space": {"model.activation": ["relu", "tanh"]}},
+    "seeds": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray runtime for the session (4 logical CPUs so 4 trials can run at once)."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory) -> Path:
+    """digits and synthetic, prepared once for the session."""
+    from pipeline.data import prepare
+    from pipeline.data.base import LoadContext
+
+    out = tmp_path_factory.mktemp("prepared")
+    ctx = LoadContext(seed=0, root=out / "raw", download=False)
+    prepare("digits", {}, ctx, out)
+    prepare("synthetic", {}, ctx, out)
+    return out

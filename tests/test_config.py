@@ -1,0 +1,136 @@
+"""Config validation: every bad input is one line naming the file, the key and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_params, load_study
+from pipeline.errors import ConfigError
+from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
+
+
+def _study(tmp_path: Path, spec: dict, **params_over):
+    params_path = write_params(tmp_path, **params_over)
+    path = write_spec(tmp_path, "s", spec)
+    return load_study(path, load_params(params_path), str(params_path))
+
+
+def _with(spec: dict, dotted: str, value) -> dict:
+    spec = yaml.safe_load(yaml.safe_dump(spec))
+    node = spec
+    *parents, last = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+    return spec
+
+
+def test_repo_params_and_activations_spec_validate():
+    params = load_params(REPO / "params.yaml")
+    study = load_study(REPO / "experiments" / "activations.yaml", params)
+    assert study.name == "activations"
+    assert [p["model.activation"] for p in study.grid_points()] == ["sigmoid", "tanh", "relu", "leaky_relu", "maxout"]
+    cfg = study.resolve({"model.activation": "maxout"}, 7)
+    assert cfg.model.options["activation"] == "maxout" and cfg.seed == 7
+    assert cfg.train.epochs == 15 and cfg.train.batch_size == 64  # study override + params default
+
+
+def test_layering_profile_overrides_study(tmp_path):
+    study = _study(tmp_path, TINY_SPEC)  # tiny profile: seeds 1, epochs 2
+    assert study.seeds == [0]
+    assert study.resolve({}, 0).train.epochs == 2
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "key", "fragment"),
+    [
+        ("trian", {"epochs": 3}, "trian", "unknown key; allowed: question, model"),
+        ("train.epoch", 3, "train.epoch", "unknown key; allowed: epochs"),
+        ("train.epochs", "ten", "train.epochs", "valid integer"),
+        ("train.epochs", 0, "train.epochs", "greater than or equal to 1"),
+        ("model.activation", "relux", "model.activation", "'sigmoid', 'tanh', 'relu', 'leaky_relu' or 'maxout'"),
+        ("model.name", "transformer", "model.name", "unknown model 'transformer'; allowed: "),
+        ("dataset.name", "imagenet", "dataset.name", "unknown dataset 'imagenet'; allowed: "),
+        ("model.hiden", [3], "model.hiden", "unknown key; allowed: hidden, activation"),
+        ("search.algorithm", "bayes", "search.algorithm", "'grid', 'random' or 'optuna'"),
+        ("model.init", "magic", "model.init", "allowed: default, normal, xavier, kaiming"),
+    ],
+)
+def test_bad_study_values_name_file_key_and_allowed(tmp_path, dotted, value, key, fragment):
+    with pytest.raises(ConfigError) as e:
+        _study(tmp_path, _with(TINY_SPEC, dotted, value))
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 's.yaml'}: {key}: "), msg
+    assert fragment in msg, msg
+    assert "\n" not in msg
+
+
+def test_bad_search_value_is_caught_before_anything_runs(tmp_path):
+    spec = _with(TINY_SPEC, "search.space", {"model.activation": ["relu", "swish"]})
+    with pytest.raises(ConfigError, match=r"search\.space\.model\.activation: search value 'swish'"):
+        _study(tmp_path, spec)
+
+
+def test_bad_params_key_names_params_file(tmp_path):
+    path = write_params(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["ray"]["workers"] = 2
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"params\.yaml: ray\.workers: unknown key; allowed: address"):
+        load_params(path)
+
+
+def test_unknown_profile(tmp_path):
+    path = write_params(tmp_path, profile="huge")
+    with pytest.raises(ConfigError, match="profile: unknown profile 'huge'; allowed: default, tiny, full"):
+        load_params(path)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML at line"):
+        load_params(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_params(bad)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "expect"),
+    [
+        ("model.activation", "relux", "model.activation"),
+        ("train.lr", "fast", "train.lr"),
+        ("dataset.name", "cifar100", "unknown dataset 'cifar100'"),
+    ],
+)
+def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path, dotted, value, expect):
+    params_path = write_params(tmp_path)
+    spec = write_spec(tmp_path, "s", _with(TINY_SPEC, dotted, value))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "study.py"), "--params", str(params_path), "--study", str(spec),
+         "--data", str(tmp_path / "data"), "--out", str(tmp_path / "results")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+
+
+def test_stage_missing_experiment_file_exits_2(tmp_path):
+    params_path = write_params(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "study.py"), "--params", str(params_path), "--study",
+         str(tmp_path / "missing.yaml"), "--data", "d", "--out", "o"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: file not found"

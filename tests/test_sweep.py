@@ -1,0 +1,64 @@
+"""Sweeps on a real local Ray runtime and a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from pipeline.config import load_params, load_study
+from pipeline.data import load_prepared
+from pipeline.models import build_model
+from pipeline.sweep import run_study
+from pipeline.tasks import task_for
+from pipeline.train import evaluate
+from tests.conftest import TINY_SPEC, write_params, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path, prepared_dir, spec, **params_over):
+    params_path = write_params(tmp_path, **params_over)
+    study = load_study(write_spec(tmp_path, "s", spec), load_params(params_path), str(params_path))
+    summary = run_study(study, prepared_dir, tmp_path / "results")
+    runs = json.loads((tmp_path / "results" / "runs.json").read_text())
+    return summary, runs
+
+
+def test_four_concurrent_trials_on_a_fresh_sqlite_store(tmp_path, prepared_dir, ray_local):
+    spec = {**TINY_SPEC, "search": {"space": {"model.activation": ["relu", "tanh", "sigmoid", "leaky_relu"]}}}
+    summary, runs = _run(tmp_path, prepared_dir, spec, **{"ray.max_concurrent_trials": 4})
+    assert summary["errors"] == 0 and summary["trials"] == 4
+    assert sorted(r["tags"]["variant"] for r in runs) == ["leaky_relu", "relu", "sigmoid", "tanh"]
+    assert all(r["status"] == "FINISHED" for r in runs)
+    client = MlflowClient(summary["tracking_uri"])
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    for r in runs:
+        assert {"study", "family", "variant", "seed", "ray_trial_id", "git_commit", "data_sha256"} <= set(r["tags"])
+        assert [step for step, _ in r["history"]["val_accuracy"]] == [1, 2]
+        assert {"train_loss", "val_loss", "epoch_seconds", "samples_per_s"} <= set(r["history"])
+        assert r["params"]["model.options.activation"] == r["tags"]["variant"]
+        names = {a.path for a in client.list_artifacts(r["run_id"])}
+        assert {"config.yaml", "best_model.pt", "learning_curve.png"} <= names
+
+
+def test_two_worker_ddp_trial_matches_single_process_evaluation(tmp_path, prepared_dir, ray_local):
+    spec = {**TINY_SPEC, "search": {"space": {"model.activation": ["tanh"]}}, "train": {"epochs": 2, "lr": 0.1},
+            "resources": {"workers_per_trial": 2}}
+    summary, runs = _run(tmp_path, prepared_dir, spec)
+    assert summary["errors"] == 0
+    (run,) = runs
+    assert run["status"] == "FINISHED" and run["tags"]["workers"] == "2"
+    # Reload the logged best weights and evaluate them in this one process on the full validation split.
+    path = MlflowClient(summary["tracking_uri"]).download_artifacts(run["run_id"], "best_model.pt", str(tmp_path))
+    data = load_prepared(prepared_dir, "digits")
+    model = build_model("mlp", {"hidden": [32], "activation": "tanh"}, data.info)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    single = evaluate(model, data.x_val, data.y_val, task_for("classification"), 256)
+    assert single["val_accuracy"] == pytest.approx(run["final"]["best_val_accuracy"], abs=1e-9)
+    best_epoch = int(run["final"]["best_epoch"])
+    reported = dict((int(s), v) for s, v in run["history"]["val_accuracy"])[best_epoch]
+    assert single["val_accuracy"] == pytest.approx(reported, abs=1e-9)
