@@ -52,7 +52,7 @@ def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
 
     use_gpu = runtime.gpus_per_worker > 0 and torch.cuda.is_available()
     device = torch.device("cuda" if use_gpu else "cpu")
-    run_worker(cfg, variant, runtime, data, trial_id, report, get_checkpoint, device)
+    run_worker(cfg, variant, runtime, data, trial_id, report, get_checkpoint, device, _placement_tags())
 
 
 def _fit_ddp(config: dict[str, Any], runtime: Runtime, data: Splits, trial_id: str) -> None:
@@ -98,7 +98,30 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
         return ckpt.to_directory() if ckpt else None
 
     device = ray.train.torch.get_device()
-    run_worker(cfg, variant, runtime, loop_config["data"], loop_config["trial_id"], report, get_checkpoint, device)
+    run_worker(
+        cfg,
+        variant,
+        runtime,
+        loop_config["data"],
+        loop_config["trial_id"],
+        report,
+        get_checkpoint,
+        device,
+        _placement_tags(),
+    )
+
+
+def _placement_tags() -> dict[str, str]:
+    """Where rank 0 ran: on a cluster the MLflow run says which node (nodes may share an IP)."""
+    import socket
+
+    import ray
+
+    return {
+        "ray_node_id": ray.get_runtime_context().get_node_id(),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }
 
 
 # --------------------------------------------------------------------------- the driver
@@ -190,9 +213,11 @@ def _scheduler(study: Study):
     from ray.tune.schedulers import ASHAScheduler
 
     epochs = study.resolve({}, study.seeds[0]).train.epochs
+    # max_t one past the last epoch: ASHA would otherwise stop every survivor at its final report, before
+    # the trial evaluates its best checkpoint and closes its MLflow run itself.
     return ASHAScheduler(
         time_attr="training_iteration",
-        max_t=epochs,
+        max_t=epochs + 1,
         grace_period=min(s.grace_period, epochs),
         reduction_factor=s.reduction_factor,
     )

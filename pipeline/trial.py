@@ -21,7 +21,7 @@ from pipeline.data import Splits
 from pipeline.diagnostics import count_parameters, flops_per_sample
 from pipeline.models import MODELS, build_model
 from pipeline.models.init import apply_init
-from pipeline.tasks import task_for
+from pipeline.tasks import Task, task_for
 from pipeline.train import FitResult, evaluate, fit, rank_and_world
 
 CHECKPOINT_FILE = "state.pt"
@@ -79,6 +79,16 @@ def epochs_to_target(history: list[dict[str, float]], metric: str, value: float,
     return None
 
 
+def trial_model(cfg: TrialConfig, data: Splits, device: torch.device) -> tuple[torch.nn.Module, Task]:
+    """The trial's seeded, initialized model on `device`, and its task. The one place both are built, so that
+    `pipeline.rerun` re-trains exactly what the trial trained."""
+    torch.manual_seed(cfg.seed)
+    kind = MODELS.get(cfg.model.name).meta.get("task") or data.info.task
+    task = task_for(kind)
+    model = apply_init(build_model(cfg.model.name, cfg.model.options, data.info), cfg.model.init, seed=cfg.seed)
+    return model.to(device), task
+
+
 def run_worker(
     cfg: TrialConfig,
     variant: str,
@@ -88,15 +98,12 @@ def run_worker(
     report: Callable[[dict[str, float], str | None], None],
     get_checkpoint: Callable[[], str | None],
     device: torch.device,
+    tags: dict[str, str] | None = None,
 ) -> FitResult:
-    """Train one trial on this process (one rank, or the only process)."""
+    """Train one trial on this process (one rank, or the only process). `tags` go on its MLflow run."""
     rank, world = rank_and_world()
     torch.set_num_threads(max(1, int(runtime.cpus_per_worker)))  # Ray sets OMP_NUM_THREADS=1 in workers
-    torch.manual_seed(cfg.seed)
-    kind = MODELS.get(cfg.model.name).meta.get("task") or data.info.task
-    task = task_for(kind)
-    model = apply_init(build_model(cfg.model.name, cfg.model.options, data.info), cfg.model.init, seed=cfg.seed)
-    model.to(device)
+    model, task = trial_model(cfg, data, device)
     metric = runtime.metric
 
     run_id = None
@@ -114,6 +121,7 @@ def run_worker(
                 "variant": variant,
                 "seed": str(cfg.seed),
                 "workers": str(world),
+                **(tags or {}),
             },
             match={"ray_trial_id": trial_id, "sweep_id": runtime.sweep_id},
         )
@@ -137,6 +145,10 @@ def run_worker(
         epoch = int(metrics["epoch"])
         if rank == 0:
             tracking.log_metrics(runtime.tracking_uri, run_id, metrics, step=epoch)
+            # A task may log pictures each epoch (a generative model's sample grid): a hook on the task,
+            # so `fit` stays free of plotting and other tasks pay nothing.
+            if hasattr(task, "epoch_artifacts"):
+                _log_epoch_artifacts(runtime.tracking_uri, run_id, task, model, epoch)
         every = cfg.train.checkpoint_every
         want = every and (epoch % every == 0 or epoch == cfg.train.epochs)
         # Tune sees only rank 0's report; the metrics are already reduced over ranks, so they agree.
@@ -160,6 +172,13 @@ def run_worker(
     if rank == 0:
         _finish_run(runtime, cfg, run_id, result, test, best)
     return result
+
+
+def _log_epoch_artifacts(uri: str, run_id: str, task, model: torch.nn.Module, epoch: int) -> None:
+    """Log the files `task.epoch_artifacts(model, epoch, folder)` writes, under the run's `epochs/` folder."""
+    with tempfile.TemporaryDirectory() as d:
+        for path in task.epoch_artifacts(model, epoch, Path(d)):
+            tracking.client(uri).log_artifact(run_id, str(path), artifact_path="epochs")
 
 
 def _tune_metrics(metrics: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,166 @@
+"""Faults: a killed trial process, a killed sweep driver, a diverging trial, ASHA-stopped trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.config import load_params, load_study
+from pipeline.sweep import run_study
+from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def _study(tmp_path, spec, **params_over):
+    # These tests set their own epochs: the tiny profile keeps only its single seed.
+    params_over.setdefault("profiles.tiny", {"seeds": 1})
+    params_path = write_params(tmp_path, **params_over)
+    spec_path = write_spec(tmp_path, "s", spec)
+    return load_study(spec_path, load_params(params_path), str(params_path)), params_path, spec_path
+
+
+def _child_runs(uri):
+    client = MlflowClient(uri)
+    exps = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in exps]) if exps else []
+    return [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+
+
+def _epoch_steps(uri, run_id):
+    return [m.step for m in MlflowClient(uri).get_metric_history(run_id, "epoch")]
+
+
+def _wait_for(predicate, timeout=240, every=0.3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError("condition not reached")
+
+
+def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir, ray_local):
+    spec = {**TINY_SPEC, "model": {"name": "mlp", "hidden": [256, 256], "activation": "relu"},
+            "search": {"space": {"model.activation": ["relu"]}}, "train": {"epochs": 60, "lr": 0.05}}
+    study, _, _ = _study(tmp_path, spec)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(run_study(study, prepared_dir, tmp_path / "results")))
+    t.start()
+
+    def running_at_epoch_5():
+        try:
+            runs = [r for r in _child_runs(uri) if r.info.status == "RUNNING"]
+        except Exception:  # store not created yet
+            return None
+        return next((r for r in runs if r.data.metrics.get("epoch", 0) >= 5 and "pid" in r.data.tags), None)
+
+    victim = _wait_for(running_at_epoch_5)
+    os.kill(int(victim.data.tags["pid"]), signal.SIGKILL)
+    t.join(timeout=600)
+    assert out and out["errors"] == 0
+    (run,) = _child_runs(uri)
+    assert run.info.status == "FINISHED" and run.data.tags.get("resumed") == "true"
+    assert run.data.tags["pid"] != victim.data.tags["pid"]
+    steps = _epoch_steps(uri, run.info.run_id)
+    assert sorted(set(steps)) == list(range(1, 61))
+    assert Counter(steps)[1] == 1  # continued from a checkpoint, not restarted from epoch 1
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepared_dir):
+    spec = {**TINY_SPEC, "search": {"space": {"model.activation": ["relu", "tanh", "sigmoid", "leaky_relu"]}},
+            "train": {"epochs": 25, "lr": 0.05}, "model": {"name": "mlp", "hidden": [128, 128]}}
+    _, params_path, spec_path = _study(tmp_path, spec, **{"ray.num_cpus": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, str(REPO / "stages" / "study.py"), "--params", str(params_path), "--study",
+           str(spec_path), "--data", str(prepared_dir), "--out", str(tmp_path / "results")]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def one_finished_one_running():
+        try:
+            runs = _child_runs(uri)
+        except Exception:
+            return None
+        statuses = Counter(r.info.status for r in runs)
+        return runs if statuses["FINISHED"] >= 1 and statuses["RUNNING"] >= 1 else None
+
+    before = _wait_for(one_finished_one_running)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: Ray's own processes share its fate
+    proc.wait()
+    finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
+    time.sleep(2)
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming sweep" in again.stderr
+    runs = _child_runs(uri)
+    assert Counter(r.data.tags["variant"] for r in runs) == {"relu": 1, "tanh": 1, "sigmoid": 1, "leaky_relu": 1}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    for r in runs:
+        if r.info.run_id in finished_before:  # kept, not re-run
+            assert r.info.end_time == finished_before[r.info.run_id]
+            assert "resumed" not in r.data.tags
+        assert sorted(set(_epoch_steps(uri, r.info.run_id))) == list(range(1, 26))
+    parent = [r for r in MlflowClient(uri).search_runs([runs[0].info.experiment_id])
+              if r.data.tags.get("sweep_parent") == "true"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert json.loads((tmp_path / "results" / "sweep.json").read_text())["resumed"] is True
+
+
+def test_diverging_trial_is_tagged_and_the_sweep_goes_on(tmp_path, prepared_dir, ray_local):
+    spec = {**TINY_SPEC, "search": {"space": {"train.lr": [0.05, 1.0e6]}}, "train": {"epochs": 3},
+            "model": {"name": "mlp", "hidden": [32, 32]}}
+    study, _, _ = _study(tmp_path, spec)
+    summary = run_study(study, prepared_dir, tmp_path / "results")
+    assert summary["errors"] == 0
+    runs = {r["tags"]["variant"]: r for r in json.loads((tmp_path / "results" / "runs.json").read_text())}
+    assert runs["1e+06"]["tags"]["outcome"] == "diverged" and runs["1e+06"]["status"] == "FINISHED"
+    assert runs["0.05"]["tags"]["outcome"] == "completed"
+    assert len(runs["0.05"]["history"]["epoch"]) == 3
+
+    from pipeline.report import analyze
+
+    analysis = analyze(list(runs.values()), "val_accuracy", "max")
+    assert analysis["variants"]["1e+06"]["diverged"] == 1
+    assert "diverged" in analysis["answer"]
+
+
+def test_asha_stops_trials_early_and_marks_their_runs(tmp_path, prepared_dir, ray_local):
+    spec = {**TINY_SPEC, "train": {"epochs": 9},
+            "search": {"space": {"train.lr": [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]}, "scheduler": "asha",
+                       "grace_period": 1, "reduction_factor": 3}}
+    study, _, _ = _study(tmp_path, spec, **{"ray.max_concurrent_trials": 2})
+    summary = run_study(study, prepared_dir, tmp_path / "results")
+    assert summary["errors"] == 0
+    runs = json.loads((tmp_path / "results" / "runs.json").read_text())
+    assert len(runs) == 6 and {r["status"] for r in runs} == {"FINISHED"}
+    epochs = [len(r["history"]["epoch"]) for r in runs]
+    stopped = [r for r in runs if r["tags"].get("end_reason") == "early_stopped"]
+    assert stopped and sum(epochs) < 6 * 9
+    assert all(len(r["history"]["epoch"]) < 9 for r in stopped)
+
+
+def test_optuna_repeats_each_configuration_once_per_seed(tmp_path, prepared_dir, ray_local):
+    spec = {**TINY_SPEC, "seeds": 2, "train": {"epochs": 2},
+            "search": {"algorithm": "optuna", "num_samples": 2, "space": {"train.lr": {"loguniform": [0.01, 0.3]}}}}
+    study, _, _ = _study(tmp_path, spec, **{"profiles.tiny": {}})
+    summary = run_study(study, prepared_dir, tmp_path / "results")
+    assert summary["errors"] == 0 and summary["trials"] == 4
+    runs = json.loads((tmp_path / "results" / "runs.json").read_text())
+    by_lr = Counter(r["params"]["train.lr"] for r in runs)
+    assert len(by_lr) == 2 and set(by_lr.values()) == {2}
+    for lr in by_lr:
+        assert sorted(r["tags"]["seed"] for r in runs if r["params"]["train.lr"] == lr) == ["0", "1"]
