@@ -1,0 +1,119 @@
+"""Real services started and stopped by the tests: a two-node Ray cluster and an MLflow tracking server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    return {**env, **extra}
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """`ray start --head` plus a second `ray start --address` node, one CPU each, token auth on everywhere.
+
+    Its processes are found by their private temp dir and killed at the end: `ray stop` would also stop
+    every other Ray runtime on the machine."""
+    temp = Path(f"/tmp/rc{os.getpid()}_{_free_port()}")  # short: Ray's socket paths have a length limit
+    port = _free_port()
+    env = _clean_env(RAY_AUTH_MODE="token")
+    common = ["--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats"]
+    try:
+        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}", "--include-dashboard=false",
+                        "--node-ip-address=127.0.0.1", *common], env=env, check=True, capture_output=True,
+                       timeout=180)
+        subprocess.run([str(BIN / "ray"), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
+                        *common], env=env, check=True, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(temp)], check=False)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_study_on_a_two_node_cluster_places_trials_on_both(tmp_path, prepared_dir, ray_cluster):
+    address, env = ray_cluster
+    params = write_params(tmp_path, **{"profiles.tiny": {"seeds": 2, "train": {"epochs": 3}}})
+    spec = write_spec(tmp_path, "s", {**TINY_SPEC, "model": {"name": "mlp", "hidden": [128, 128]}})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "study.py"), "--params", str(params), "--study", str(spec),
+         "--data", str(prepared_dir), "--out", str(tmp_path / "results")],
+        cwd=tmp_path, env={**env, "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads((tmp_path / "results" / "runs.json").read_text())
+    assert len(runs) == 4 and {r["status"] for r in runs} == {"FINISHED"}
+    assert len({r["tags"]["ray_node_id"] for r in runs}) == 2  # both nodes trained trials
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")],
+        env=_clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("mlflow server did not start") from None
+                time.sleep(0.5)
+        yield url, store
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_study_logs_through_an_mlflow_server(tmp_path, prepared_dir, mlflow_server, ray_local, monkeypatch):
+    from pipeline.config import load_params, load_study
+    from pipeline.sweep import run_study
+
+    url, store = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    params = write_params(tmp_path)
+    study = load_study(write_spec(tmp_path, "s", TINY_SPEC), load_params(params), str(params))
+    summary = run_study(study, prepared_dir, tmp_path / "results")
+    assert summary["errors"] == 0 and summary["tracking_uri"] == url
+    assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local default store
+    client = MlflowClient(url)
+    runs = client.search_runs([summary["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = "
+                                                                        f"'{summary['parent_run_id']}'")
+    assert sorted(r.data.tags["variant"] for r in runs) == ["relu", "tanh"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    local = client.download_artifacts(runs[0].info.run_id, "config.yaml", str(tmp_path))
+    assert "model:" in Path(local).read_text()
+    assert list((store / "art").rglob("best_model.pt"))  # artifacts were served into the server's store
