@@ -25,6 +25,7 @@ import torch
 from pipeline import tracking
 from pipeline.config import Params, Study, project_root
 from pipeline.data import Splits, load_prepared
+from pipeline.progress import TrialProgress
 from pipeline.trial import Runtime, run_worker, trial_config
 
 COMPLETED_MARKER = "SWEEP_COMPLETED"
@@ -145,6 +146,7 @@ def sweep_id(study: Study, data: Splits) -> str:
 def init_ray(params: Params) -> dict[str, float]:
     import ray
 
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables do not read well in a log file
     if not ray.is_initialized():
         address = params.ray.address or os.environ.get("RAY_ADDRESS")
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
@@ -332,10 +334,10 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
     run_config = tune.RunConfig(
         name=tune_name,
         storage_path=str(storage),
-        callbacks=[_MlflowStatus(runtime)],
+        callbacks=[_MlflowStatus(runtime), TrialProgress(study.name, study.spec.metric, study.spec.mode)],
         failure_config=tune.FailureConfig(max_failures=ray_cfg.max_failures if workers == 1 else 0),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        verbose=1,
+        verbose=0,  # TrialProgress prints one plain line per event instead of redrawn tables
     )
     t0 = time.time()
     try:

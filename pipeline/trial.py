@@ -140,6 +140,13 @@ def run_worker(
     ckpt_dir = get_checkpoint()
     if ckpt_dir:
         resume = load_checkpoint(ckpt_dir)
+        if rank == 0:
+            # Metrics are logged asynchronously, so a killed attempt may have lost the last epochs before
+            # its checkpoint; the checkpoint's own history fills exactly those gaps.
+            logged = {m.step for m in tracking.client(runtime.tracking_uri).get_metric_history(run_id, "epoch")}
+            for row in resume.get("history", []):
+                if int(row["epoch"]) not in logged:
+                    tracking.log_metrics(runtime.tracking_uri, run_id, row, step=int(row["epoch"]))
 
     def on_epoch(metrics: dict[str, float], checkpoint: Callable[[], dict[str, Any]]) -> None:
         epoch = int(metrics["epoch"])

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from pipeline.cli import guarded
+from pipeline.cli import guarded, setup_logging
 from pipeline.config import load_params, load_study
 from pipeline.report import build_report
 
@@ -16,7 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", required=True, help="the study stage's results folder")
     ap.add_argument("--data", default=None, help="prepared data folder (for sections that re-evaluate models)")
     ap.add_argument("--out", required=True, help="report folder")
+    ap.add_argument("--test", choices=["welch", "permutation"], default="welch", help="test of each variant vs best")
+    ap.add_argument("--no-mlflow", action="store_true", help="do not log the figures to the sweep's MLflow run")
     args = ap.parse_args(argv)
+    setup_logging()
     study = load_study(args.study, load_params(args.params), args.params)
     spec = study.spec
     out = build_report(
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         spec.target.model_dump() if spec.target else None,
         spec.report,
         args.data,
+        test=args.test,
+        log_to_mlflow=not args.no_mlflow,
     )
     print(out["analysis"]["answer"])
 
