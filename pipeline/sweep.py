@@ -40,6 +40,11 @@ def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     cfg, variant, _ = trial_config(runtime, config)
+    done = tracking.completed_run(runtime.tracking_uri, runtime.experiment_id, trial_id, runtime.sweep_id)
+    if done is not None:
+        # The driver died after this trial closed its run but before Tune saved that: keep the run as it is.
+        tune.report({k: v for k, v in done.data.metrics.items() if "/" not in k})
+        return
     if runtime.workers_per_trial > 1:
         _fit_ddp(config, runtime, data, trial_id)
         return
