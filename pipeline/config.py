@@ -192,11 +192,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("file not found", file=str(path))
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start})", file=str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(e, 'problem', e)}", file=str(path)) from None
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
+        # one line: a ReaderError's str() spans two lines, with its own "in <unicode string>" position
+        raise ConfigError(f"not valid YAML{where}: {' '.join(str(problem).split())}", file=str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -236,7 +240,7 @@ def load_study(path: str | Path, params: Params, params_file: str = "params.yaml
     unknown = set(raw.get("profiles", {})) - set(params.profiles)
     if unknown:
         raise ConfigError(
-            f"unknown profile {sorted(unknown)[0]!r}; allowed: {', '.join(params.profiles)}",
+            f"unknown profile {sorted(unknown, key=str)[0]!r}; allowed: {', '.join(params.profiles)}",
             file=str(path),
             key="profiles",
         )
@@ -276,6 +280,8 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     *parents, last = key.split(".")
     for p in parents:
         d = d.setdefault(p, {})
+        if not isinstance(d, dict):  # `model.activation.x`: activation holds a value, not options
+            raise ConfigError(f"{p!r} is a value, not a section with keys", key=key)
     d[last] = value
 
 
@@ -396,6 +402,9 @@ def _fmt(v: Any) -> str:
         return f"{v:g}"
     if isinstance(v, list):
         return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):  # a whole component as one grid value: `ngram_lm(n=3,embedding_dim=64)`
+        args = ",".join(f"{k}={_fmt(x)}" for k, x in v.items() if k != "name")
+        return f"{v['name']}({args})" if "name" in v and args else str(v.get("name", args))
     return str(v)
 
 

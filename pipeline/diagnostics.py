@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -98,3 +99,28 @@ def flops_per_sample(model: nn.Module, example: torch.Tensor) -> int:
         return int(counter.get_total_flops())
     finally:
         model.train(was_training)
+
+
+def initial_stats(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> dict[str, float]:
+    """Per-layer activation std and gradient std of one batch at initialization, before any update
+    (`init_act_std/<layer>`, `init_grad_std/<layer>`): what an initialization study compares.
+
+    Runs on a copy of the model under a forked RNG, so the training run itself is left exactly as it was
+    (no BatchNorm statistics updated, no random numbers drawn from the training stream).
+    """
+    import copy
+
+    probe = copy.deepcopy(model)
+    diag = Diagnostics(probe)
+    out = {f"init_{k}": v for k, v in diag.activations(x).items() if k.startswith("act_std/")}
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        probe.train()
+        loss_fn(probe(x), y).backward()
+    for name, layer in diag.layers.items():
+        grads = [p.grad.flatten() for p in layer.parameters(recurse=False) if p.grad is not None]
+        if grads:
+            out[f"init_grad_std/{name}"] = float(torch.cat(grads).float().std())
+    return out

@@ -51,6 +51,11 @@ class TrialProgress(Callback):
         self.total: int | None = None
         self.best: tuple[float, str] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; a stream does not pickle (pytest's captured
+        # stdout, a log file), and a restored sweep prints to its own stdout.
+        return {**self.__dict__, "stream": None}
+
     # ---- formatting
 
     def _better(self, value: float) -> bool:
@@ -85,7 +90,7 @@ class TrialProgress(Callback):
         return f"{head}  | {self._counts(trials, trial, now)} | {self._best()}"
 
     def emit(self, *args, **kwargs) -> None:
-        print(self.line(*args, **kwargs), file=self.stream, flush=True)
+        print(self.line(*args, **kwargs), file=self.stream or sys.stdout, flush=True)
         self.last_line = time.monotonic()
 
     def _value(self, result: dict[str, Any] | None) -> float | None:

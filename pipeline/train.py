@@ -7,6 +7,7 @@ before `report` sees it, so rank 0's numbers are the whole data set's numbers.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -21,7 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from pipeline.config import TrainConfig
 from pipeline.data import Splits
-from pipeline.diagnostics import Diagnostics, peak_memory_mb
+from pipeline.diagnostics import Diagnostics, initial_stats, peak_memory_mb
 from pipeline.tasks import Task
 
 Report = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
@@ -42,22 +43,50 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def all_reduce_sums(sums: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
-    """Sum each value over ranks (a no-op in one process) and return plain floats."""
+def all_reduce_sums(sums: dict[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
+    """Sum each value over ranks (a no-op in one process). Scalars come back as plain floats; a sum of any
+    other shape (a generative task's pixel vectors and outer products) comes back as a CPU tensor."""
     keys = sorted(sums)
-    t = torch.stack([sums[k].detach().float().to(device) for k in keys])
+    parts = [torch.as_tensor(sums[k]).detach().float().to(device) for k in keys]
+    t = torch.cat([p.reshape(-1) for p in parts])  # one all-reduce for every key, whatever their shapes
     if rank_and_world()[1] > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return dict(zip(keys, t.tolist()))
+    flat, out, i = t.cpu(), {}, 0
+    for k, p in zip(keys, parts):
+        chunk = flat[i : i + p.numel()]
+        out[k] = float(chunk[0]) if p.ndim == 0 else chunk.view(p.shape)
+        i += p.numel()
+    return out
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked; fp32 enters no context at all, so the default path is unchanged."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    if channels_last and x.ndim == 4:
+        return x.to(device, memory_format=torch.channels_last)
+    return x.to(device)
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, batch_size: int, prefix: str = "val"
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: Task,
+    batch_size: int,
+    prefix: str = "val",
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Metrics over the whole split. Each rank takes every world-th sample (no padding, no duplicates),
     so the all-reduced sums equal a single-process pass over the full split."""
@@ -69,7 +98,10 @@ def evaluate(
     sums: dict[str, torch.Tensor] = {}
     for start in range(0, len(idx), batch_size):
         b = idx[start : start + batch_size]
-        out = unwrap(model)(x[b].to(device))
+        with autocast(precision, device):
+            out = unwrap(model)(to_device(x[b], device, channels_last))
+        if precision != "fp32":  # metric sums in fp32: a bf16 sum over a split loses digits
+            out = out.float() if isinstance(out, torch.Tensor) else {k: v.float() for k, v in out.items()}
         for k, v in task.batch_sums(out, y[b].to(device)).items():
             sums[k] = sums.get(k, 0) + v
     if not sums:  # this rank got no samples: contribute zeros with the right keys
@@ -109,6 +141,8 @@ def fit(
     metric, mode = metric or task.metric, mode or task.mode
     device = next(model.parameters()).device
     base = model
+    if cfg.channels_last:
+        base.to(memory_format=torch.channels_last)  # only 4-d weights (convs) change layout
     if world > 1:
         model = task.distribute(model, device)
     optimizers = task.optimizers(base, cfg)
@@ -135,11 +169,20 @@ def fit(
         result.best_state = resume.get("best_state")
 
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+    # Step-0 diagnostics (before any update), sent with epoch 1's metrics: what an initialization study compares.
+    # Tasks without a plain loss (a GAN's own train_step) are skipped.
+    initial = {}
+    if diagnostics and rank == 0 and start_epoch == 0 and len(x_train) and type(task).loss is not Task.loss:
+        probe = x_train[: cfg.batch_size].to(device), y_train[: cfg.batch_size].to(device)
+        initial = initial_stats(base, *probe, task.loss)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        # Index where the data lives: a per-batch host-to-device copy of the index would sync the GPU stream
+        # every step (benchmarks/gpu_resnet.py).
+        order = order.to(x_train.device)
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         sums: dict[str, torch.Tensor] = {}
         for start in range(0, len(order), cfg.batch_size):
@@ -147,9 +190,16 @@ def fit(
             xb = x_train[b]
             if augment is not None:
                 xb = augment(xb, gen)
-            step = task.train_step(model, xb.to(device), y_train[b].to(device), optimizers, cfg)
+            # Autocast covers the whole step so every task's train_step gets it; backward and the optimizer
+            # are unaffected by it (backward reuses the forward's dtypes, and optimizer ops are not autocast ops).
+            with autocast(cfg.precision, device):
+                step = task.train_step(
+                    model, to_device(xb, device, cfg.channels_last), y_train[b].to(device), optimizers, cfg
+                )
             for k, v in step.items():
-                sums[k] = sums.get(k, 0) + v.detach().to(device)
+                # Each sum stays where its step made it (a CPU count, GPU losses); all_reduce_sums moves them once
+                # per epoch. A per-step .to(device) of a CPU tensor is a blocking copy that stalls the GPU queue.
+                sums[k] = sums.get(k, 0) + v.detach()
         train_stats = task.finalize(all_reduce_sums(sums, device), "train")
         seconds = time.perf_counter() - t0
         grads = diagnostics.grad_norms() if diagnostics and rank == 0 else {}
@@ -157,7 +207,17 @@ def fit(
             s.step()
 
         metrics: dict[str, float] = {"epoch": float(epoch + 1), **train_stats}
-        metrics.update(evaluate(model, data.x_val, data.y_val, task, cfg.eval_batch_size))
+        metrics.update(
+            evaluate(
+                model,
+                data.x_val,
+                data.y_val,
+                task,
+                cfg.eval_batch_size,
+                precision=cfg.precision,
+                channels_last=cfg.channels_last,
+            )
+        )
         metrics["epoch_seconds"] = seconds
         metrics["samples_per_s"] = len(x_train) / seconds if seconds > 0 else 0.0
         metrics["lr"] = optimizers[0].param_groups[0]["lr"]
@@ -166,6 +226,8 @@ def fit(
             metrics.update(grads)
             metrics.update(diagnostics.weight_norms())
             metrics.update(diagnostics.activations(data.x_val[: cfg.batch_size].to(device)))
+            metrics.update(initial)
+            initial = {}
 
         value = metrics.get(metric, float("nan"))
         finite = all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss") if k in metrics)

@@ -21,7 +21,9 @@ INFOS = {
     "vector": DataInfo((20,), 4),
 }
 # which inputs a family accepts, from `register_model(..., inputs=...)`; families without the key take any
-RANKS = {"image": {3}, "vector": {1}, "any": {1, 3}}
+RANKS = {"image": {3}, "vector": {1}, "any": {1, 3}, "tokens": set(), "generative": set()}
+# "tokens" (text families) and "generative" (dict outputs) have their own forward/backward tests:
+# tests/test_text.py and tests/test_generative.py
 
 
 @pytest.fixture(autouse=True, scope="module")

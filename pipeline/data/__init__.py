@@ -23,3 +23,5 @@ __all__ = [
     "prepared_path",
     "register_dataset",
 ]
+
+from pipeline.data import generative, text  # noqa: E402,F401  (grammar_*, text_lm, conllu_pos, tsv_sentiment, unit_images)

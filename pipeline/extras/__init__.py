@@ -57,3 +57,10 @@ def get_extra(name: str) -> Extra:
 
 def list_extras() -> list[str]:
     return sorted(EXTRAS)
+
+
+from pipeline.extras import (
+    classic,  # noqa: E402,F401  (sections of the classic-family studies)
+    generative,  # noqa: E402,F401  (sample quality, latent space)
+    language,  # noqa: E402,F401  (perplexity, embedding neighbours, OOV accuracy, sentiment breakdown)
+)

@@ -20,7 +20,9 @@ def list_models() -> list[str]:
 
 from pipeline.models import (
     cnn,  # noqa: E402,F401
+    generative,  # noqa: E402,F401  (autoencoder, vae, gan)
     linear,  # noqa: E402,F401
     mlp,  # noqa: E402,F401
     rnn,  # noqa: E402,F401
+    text,  # noqa: E402,F401  (ngram_lm, lstm_lm, lstm_tagger, rnn_sentiment, bag_of_embeddings)
 )

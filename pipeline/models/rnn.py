@@ -25,6 +25,9 @@ class RNNOptions(Options):
     hidden_size: int = Field(default=64, ge=1)
     num_layers: int = Field(default=1, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # between stacked layers, as torch applies it
+    # Equal-budget comparisons: when set, the hidden size is chosen so the recurrent layers have about this
+    # many parameters (hidden_size_for_params), and hidden_size is not used.
+    param_budget: int | None = Field(default=None, ge=1)
 
 
 def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -41,14 +44,18 @@ class RNNClassifier(nn.Module):
     def __init__(self, opts: RNNOptions, info: DataInfo):
         super().__init__()
         _, n_in = sequence_shape(tuple(info.input_shape))
+        hidden = opts.hidden_size
+        if opts.param_budget is not None:
+            hidden = hidden_size_for_params(opts.cell, n_in, opts.param_budget, opts.num_layers)
+        self.hidden_size = hidden
         self.rnn = _CELLS[opts.cell](
             n_in,
-            opts.hidden_size,
+            hidden,
             num_layers=opts.num_layers,
             batch_first=True,
             dropout=opts.dropout if opts.num_layers > 1 else 0.0,  # torch warns about dropout on a single layer
         )
-        self.head = nn.Linear(opts.hidden_size, max(info.num_classes, 1))
+        self.head = nn.Linear(hidden, max(info.num_classes, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:  # (B, C, H, W) -> (B, H, C*W): row h carries every channel's row h

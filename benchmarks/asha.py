@@ -1,0 +1,145 @@
+"""Early stopping pays: the same 16-configuration study (x seeds) run as a full grid and with ASHA.
+
+Both sweeps go through pipeline.sweep.run_study with the same spec except `search.scheduler`. Reported: total
+trial-epochs (epochs actually trained, summed over trials), wall time, and the best configuration each finds.
+
+"Best" is the configuration with the highest mean over seeds of its best val_accuracy; for ASHA only
+configurations whose trials all ran the full epochs are candidates (a stopped trial never finished). The two
+agree within seed noise when the grid's score of ASHA's pick is within one pooled seed standard deviation of
+the grid's best.
+
+    python benchmarks/asha.py            # ~10 min on 2 cores
+    python benchmarks/asha.py --smoke    # 4 configurations, 3 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from collections import defaultdict
+
+from _common import Project, print_load, print_machine, table, timed, verdict
+
+
+def spec(scheduler: str, epochs: int, seeds: int, smoke: bool) -> dict:
+    space = {
+        "train.lr": [0.003, 0.01, 0.03, 0.1],
+        "model.activation": ["sigmoid", "tanh", "relu", "leaky_relu"],
+    }
+    if smoke:
+        space = {"train.lr": [0.01, 0.1], "model.activation": ["sigmoid", "relu"]}
+    return {
+        "question": "benchmark: ASHA vs the full grid",
+        "model": {"name": "mlp", "hidden": [128, 128]},
+        "dataset": {"name": "synthetic", "n_samples": 6000, "n_features": 32, "n_classes": 6, "n_informative": 12},
+        "train": {"epochs": epochs, "batch_size": 64, "momentum": 0.9},
+        "search": {
+            "algorithm": "grid",
+            "space": space,
+            "scheduler": scheduler,
+            "grace_period": 2,
+            "reduction_factor": 3,
+        },
+        "seeds": seeds,
+    }
+
+
+def summarize(runs: list[dict], epochs: int) -> dict:
+    by_variant: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for r in runs:
+        acc = [v for _, v in r["history"].get("val_accuracy", [])]
+        by_variant[r["tags"]["variant"]].append((max(acc) if acc else float("nan"), len(acc)))
+    trial_epochs = sum(n for v in by_variant.values() for _, n in v)
+    full = {k: v for k, v in by_variant.items() if all(n == epochs for _, n in v)}
+    means = {k: statistics.mean(a for a, _ in v) for k, v in full.items()}
+    sds = [statistics.stdev([a for a, _ in v]) for v in by_variant.values() if len(v) > 1]
+    best = max(means, key=means.get) if means else None
+    return {
+        "trials": len(runs),
+        "trial_epochs": trial_epochs,
+        "completed_trials": sum(n == epochs for v in by_variant.values() for _, n in v),
+        "means": means,
+        "best": best,
+        "pooled_sd": math.sqrt(statistics.mean(s * s for s in sds)) if sds else float("nan"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=18)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true")
+    args = ap.parse_args()
+    if args.smoke:
+        args.epochs, args.seeds = 3, 1
+
+    print_machine()
+    proj = Project(
+        {k: spec(k if k == "asha" else "none", args.epochs, args.seeds, args.smoke) for k in ("grid", "asha")},
+        params={"ray.num_cpus": 2},
+    )
+    print(f"project in {proj.root}\n")
+    from pipeline.sweep import init_ray
+
+    init_ray(proj.params())
+    out = {}
+    for name in ("grid", "asha"):
+        wall, summary = timed(lambda name=name: proj.run_study(name))
+        runs = json.loads((proj.root / "results" / name / "runs.json").read_text())
+        out[name] = {**summarize(runs, args.epochs), "wall": wall, "errors": summary["errors"]}
+        print(
+            f"{name}: {out[name]['trials']} trials, {out[name]['trial_epochs']} trial-epochs, {wall:.1f} s", flush=True
+        )
+
+    g, a = out["grid"], out["asha"]
+    rows = [
+        [
+            k,
+            v["trials"],
+            v["completed_trials"],
+            v["trial_epochs"],
+            v["wall"],
+            v["best"],
+            f"{g['means'].get(v['best'], float('nan')):.4f}",
+        ]
+        for k, v in out.items()
+    ]
+    print()
+    print(
+        table(
+            [
+                "sweep",
+                "trials",
+                "ran all epochs",
+                "trial-epochs",
+                "wall s",
+                "best configuration",
+                "its grid mean best val_accuracy",
+            ],
+            rows,
+        )
+    )
+    print()
+    ratio = g["trial_epochs"] / a["trial_epochs"]
+    print(f"compute saved (grid / ASHA trial-epochs) = {verdict(ratio, 3.0, lower_is_better=False)}")
+    print(f"wall time ratio (grid / ASHA) = {g['wall'] / a['wall']:.3g}")
+    diff = g["means"][g["best"]] - g["means"].get(a["best"], float("nan"))
+    agree = a["best"] == g["best"] or diff <= g["pooled_sd"]  # one seed: no noise estimate, only identity
+    print(
+        f"best configuration: grid {g['best']}, ASHA {a['best']}; grid score gap {diff:.4f} vs pooled seed sd "
+        f"{g['pooled_sd']:.4f}: {'agree' if agree else 'DISAGREE'} within seed noise"
+    )
+    ranked = sorted(g["means"].items(), key=lambda kv: -kv[1])
+    print(
+        "grid ranking (mean best val_accuracy over seeds): "
+        + ", ".join(f"{k} {v:.4f}" for k, v in ranked[:6])
+        + (" ..." if len(ranked) > 6 else "")
+    )
+
+    print_load()
+
+
+if __name__ == "__main__":
+    main()
