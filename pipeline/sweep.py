@@ -158,7 +158,8 @@ def init_ray(params: Params) -> dict[str, float]:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=params.ray.num_cpus, num_gpus=params.ray.num_gpus, **kwargs)
+            # "local": a new runtime even if `ray start` left one running; clusters are joined via RAY_ADDRESS.
+            ray.init(address="local", num_cpus=params.ray.num_cpus, num_gpus=params.ray.num_gpus, **kwargs)
     return ray.cluster_resources()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pipeline import plots
 from pipeline.config import TrialConfig
 from pipeline.data import Splits, load_prepared
 from pipeline.extras import ExtraContext, ExtraResult, register_extra
+from pipeline.extras.trained import by_variant, ok_runs
+from pipeline.extras.trained import trained as load_trained
 from pipeline.report import _final, _is_ok
 from pipeline.stats import summarize
 
@@ -62,17 +63,6 @@ def _natural(name: str) -> tuple:
 
 def _variant(run: dict[str, Any]) -> str:
     return run["tags"].get("variant", "base")
-
-
-def _ok_runs(ctx: ExtraContext) -> list[dict[str, Any]]:
-    return [r for r in ctx.runs if _is_ok(r)]
-
-
-def _by_variant(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in runs:
-        out[_variant(r)].append(r)
-    return dict(out)
 
 
 def _at_epoch(run: dict[str, Any], key: str, epoch: int) -> float | None:
@@ -124,23 +114,23 @@ class Trained:
 
 
 class ModelLoader:
-    """Rebuilds a run's model from its config and loads its best_model.pt; the prepared data is cached.
+    """A run's model with its best weights (`pipeline.extras.trained`), or None when that cannot be done.
 
-    Returns None (and records why in `problem`) when the MLflow store or the prepared data is not there,
-    so a report still builds from runs.json alone.
+    The reason goes to `problem` and the log, so a report still builds from runs.json alone when the MLflow
+    store or the prepared data is not there.
     """
 
     def __init__(self, ctx: ExtraContext):
         self.ctx = ctx
-        self.uri = ctx.sweep.get("tracking_uri")
         self.problem: str | None = None
         self._data: dict[str, Splits] = {}
+        uri = ctx.sweep.get("tracking_uri")
         if ctx.data_dir is None:
             self.problem = "no prepared data folder given"
-        elif not self.uri:
+        elif not uri:
             self.problem = "sweep.json names no tracking_uri"
-        elif self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///") :]).is_file():
-            self.problem = f"no MLflow database at {self.uri[len('sqlite:///') :]}"
+        elif uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+            self.problem = f"no MLflow database at {uri[len('sqlite:///') :]}"
 
     def data(self, cfg: TrialConfig) -> Splits:
         key = repr((cfg.dataset.name, sorted(cfg.dataset.options.items())))
@@ -151,27 +141,12 @@ class ModelLoader:
     def __call__(self, run: dict[str, Any]) -> Trained | None:
         if self.problem:
             return None
-        import mlflow
-
-        from pipeline.models import build_model
-
-        cfg = run_config(run)
-        if cfg is None:
-            return None
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = mlflow.artifacts.download_artifacts(
-                    run_id=run["run_id"], artifact_path="best_model.pt", tracking_uri=self.uri, dst_path=tmp
-                )
-                state = torch.load(path, map_location="cpu", weights_only=True)
+            model, cfg, data = load_trained(self.ctx, run)
         except Exception as e:  # no artifact (a run that never finished an epoch), or an unreachable store
-            log.warning("run %s: best_model.pt not loaded (%s)", run["run_id"], type(e).__name__)
+            log.warning("run %s: best model not loaded (%s: %s)", run["run_id"], type(e).__name__, e)
             return None
-        data = self.data(cfg)
-        model = build_model(cfg.model.name, cfg.model.options, data.info)
-        model.load_state_dict(state)
-        model.eval()
-        return Trained(model, cfg, data)
+        return Trained(model, TrialConfig.model_validate(cfg), data)
 
 
 def task_of(trained: Trained):
@@ -281,7 +256,7 @@ def mse_rows(runs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 @register_extra("polynomial_fit")
 def polynomial_fit(ctx: ExtraContext) -> ExtraResult:
     """MSE against degree (with the noise floor) and the recovered coefficients against the true ones."""
-    runs = _ok_runs(ctx)
+    runs = ok_runs(ctx)
     res = ExtraResult()
     mse = mse_rows(runs)
     if not mse:
@@ -427,7 +402,7 @@ def _best_run(ctx: ExtraContext) -> dict[str, Any] | None:
     metric, sign = ctx.analysis["metric"], (1 if ctx.analysis["mode"] == "max" else -1)
     cands = [
         (sign * v, r)
-        for r in _ok_runs(ctx)
+        for r in ok_runs(ctx)
         if _variant(r) == ranking[0]["variant"] and (v := _final(r, metric)) is not None and math.isfinite(v)
     ]
     return max(cands, key=lambda t: t[0])[1] if cands else None
@@ -437,7 +412,7 @@ def _best_run(ctx: ExtraContext) -> dict[str, Any] | None:
 def decision_boundary(ctx: ExtraContext) -> ExtraResult:
     """Accuracy and log-loss against the Bayes classifier, and the best run's boundary plotted."""
     res = ExtraResult()
-    by_v = _by_variant(_ok_runs(ctx))
+    by_v = by_variant(ok_runs(ctx))
     rows = {
         v: {
             "test_accuracy": _stat([_final(r, "test_accuracy") for r in rs]),
@@ -574,7 +549,7 @@ def capacity(ctx: ExtraContext) -> ExtraResult:
     res = ExtraResult()
     load = ModelLoader(ctx)
     records = []
-    for r in _ok_runs(ctx):
+    for r in ok_runs(ctx):
         cfg = run_config(r)
         dw = depth_width(cfg) if cfg else None
         if dw is None:
@@ -665,7 +640,7 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 
 def architecture_rows(runs: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Any]]:
     rows = {}
-    for v, rs in _by_variant(runs).items():
+    for v, rs in by_variant(runs).items():
         rows[v] = {
             metric: _stat([_final(r, metric) for r in rs]),
             "test_accuracy": _stat([_final(r, "test_accuracy") for r in rs]),
@@ -710,7 +685,7 @@ def architectures(ctx: ExtraContext) -> ExtraResult:
     """Accuracy, parameters, FLOPs per sample and training throughput per architecture, and the Pareto fronts."""
     res = ExtraResult()
     metric = ctx.analysis["metric"]
-    rows = architecture_rows(_ok_runs(ctx), metric)
+    rows = architecture_rows(ok_runs(ctx), metric)
     res.tables["architectures"] = rows
     res.sentences += architecture_sentences(rows, metric)
     # metric against FLOPs and parameters: the generic report's cost plots
@@ -764,8 +739,8 @@ def _ratio_word(r: float) -> str:
 def init_signal(ctx: ExtraContext) -> ExtraResult:
     """Loss after the first epoch, and activation and gradient std per layer at step 0."""
     res = ExtraResult()
-    runs = _ok_runs(ctx)
-    by_v = _by_variant(runs)
+    runs = ok_runs(ctx)
+    by_v = by_variant(runs)
     first = {
         v: {
             "train_loss_epoch1": _stat([_at_epoch(r, "train_loss", 1) for r in rs]),
@@ -853,7 +828,7 @@ def gap_sentences(rows: dict[str, dict[str, Any]], baseline: str = "none") -> li
 def generalization_gap(ctx: ExtraContext) -> ExtraResult:
     """Per variant, the best checkpoint's clean training accuracy against its validation accuracy."""
     res = ExtraResult()
-    fits, problem = _clean_fits(ctx, _ok_runs(ctx))
+    fits, problem = _clean_fits(ctx, ok_runs(ctx))
     if not fits:
         res.sentences.append(f"The train−val gap was not measured: {problem or 'no best_model.pt could be loaded'}.")
         return res
@@ -922,7 +897,7 @@ def recurrent_params(ctx: ExtraContext) -> ExtraResult:
     from pipeline.models import build_model
 
     res = ExtraResult()
-    runs = _ok_runs(ctx)
+    runs = ok_runs(ctx)
     configs = {}
     for r in runs:
         cfg = run_config(r)
@@ -937,7 +912,7 @@ def recurrent_params(ctx: ExtraContext) -> ExtraResult:
         return res
     counts = recurrent_counts(configs, lambda cfg: build_model(cfg.model.name, cfg.model.options, load.data(cfg).info))
     metric = ctx.analysis["metric"]
-    by_v = _by_variant(runs)
+    by_v = by_variant(runs)
     for v, row in counts.items():
         row[metric] = _stat([_final(r, metric) for r in by_v[v]])
     res.tables["cells"] = counts
@@ -985,7 +960,7 @@ def loss_rises(losses: Sequence[float]) -> int:
 def clipping_rows(runs: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Any]]:
     """Per variant: runs, diverged runs, final metric, worst train loss, mean pre-clip norm against the threshold."""
     rows: dict[str, dict[str, Any]] = {}
-    for v, rs in _by_variant(runs).items():
+    for v, rs in by_variant(runs).items():
         cfg = run_config(rs[0])
         ok = [r for r in rs if _is_ok(r)]
         norms = [float(np.mean([x for _, x in r["history"].get("train_grad_norm", [])] or [np.nan])) for r in rs]

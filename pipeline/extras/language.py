@@ -192,6 +192,12 @@ def oov_accuracy(ctx: ExtraContext) -> ExtraResult:
     if overall:
         s2, t2 = comparison(overall, "test_accuracy", "max")
         sentences.append("On all test tokens: " + s2)
+        mean = lambda vals: sum(vals) / len(vals)  # noqa: E731
+        sentences.append(
+            "Test accuracy, all tokens vs out-of-vocabulary words: "
+            + "; ".join(f"{v} {mean(overall[v]):.4f} vs {mean(oov[v]):.4f}" for v in oov if v in overall)
+            + "."
+        )
         table = {"oov": table, "all": t2}
     fig = plots.grouped_bars(
         {"all tokens": bar_stats(overall), "out-of-vocabulary": bar_stats(oov)},
