@@ -405,16 +405,21 @@ class GrammarTaggingOptions(GrammarOptions):
     max_word_len: int = Field(12, ge=2)  # characters kept per word
 
 
-def _split_grammar(opts: GrammarOptions, ctx: LoadContext, polar_only: bool = False):
+def _split_grammar(
+    opts: GrammarOptions, ctx: LoadContext, polar_only: bool = False
+) -> tuple[list[Sentence], list[Sentence], list[Sentence]]:
     sents = Grammar(opts.tail).corpus(opts.n_sentences, ctx.seed, polar_only=polar_only)
     tr, va, te = split_indices(len(sents), (opts.val_fraction, opts.test_fraction), ctx.seed)
     return [sents[i] for i in tr], [sents[i] for i in va], [sents[i] for i in te]
 
 
-def _meta(source: str, vocab: Vocab, val: Sequence[Sequence[str]], test: Sequence[Sequence[str]], **more) -> dict:
+def _meta(
+    source: str, vocab: Vocab, val: Sequence[Sequence[str]], test: Sequence[Sequence[str]], max_vocab: int, **more
+) -> dict:
+    """What `Splits.meta` records for every text set: the vocabulary's summary and the OOV rates."""
     return {
         "source": source,
-        "vocab": {**vocab.summary(), "max_vocab": more.pop("max_vocab")},
+        "vocab": {**vocab.summary(), "max_vocab": max_vocab},
         "oov_rate": {"val": round(oov_rate(vocab, val), 5), "test": round(oov_rate(vocab, test), 5)},
         **more,
     }

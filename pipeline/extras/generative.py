@@ -21,7 +21,7 @@ from torch import nn
 from pipeline import plots
 from pipeline.data import Splits
 from pipeline.extras import ExtraContext, ExtraResult, register_extra
-from pipeline.extras.trained import by_variant, comparison, ok_runs, ranked_variants, trained
+from pipeline.extras.trained import by_variant, comparison, ok_runs, ranked_variants, single_thread, trained
 from pipeline.stats import summarize
 from pipeline.tasks_generative import feature_gaussian, frechet_distance
 
@@ -76,6 +76,11 @@ def judge_scores(judge: Judge, images: torch.Tensor, real: tuple[torch.Tensor, t
 @register_extra("sample_quality")
 def sample_quality(ctx: ExtraContext) -> ExtraResult:
     """Judge-feature Fréchet distance, judge confidence and class coverage of every run's samples."""
+    with single_thread():
+        return _sample_quality(ctx)
+
+
+def _sample_quality(ctx: ExtraContext) -> ExtraResult:
     runs = by_variant(ok_runs(ctx))
     if ctx.data_dir is None or not runs:
         return ExtraResult(["Sample quality needs the prepared data and a finished run."])
@@ -151,6 +156,11 @@ def _pca2(z: torch.Tensor) -> tuple[torch.Tensor, float]:
 @register_extra("latent_space")
 def latent_space(ctx: ExtraContext) -> ExtraResult:
     """The test images' codes (the VAE's posterior means) in 2-D, coloured by class, for each autoencoder."""
+    with single_thread():
+        return _latent_space(ctx)
+
+
+def _latent_space(ctx: ExtraContext) -> ExtraResult:
     runs = by_variant(ok_runs(ctx))
     panels, kept = {}, {}
     for variant in [v for v in ranked_variants(ctx) if v in runs]:

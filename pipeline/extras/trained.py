@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,18 @@ from torch import nn
 from pipeline.data import Splits, load_prepared
 from pipeline.extras import ExtraContext
 from pipeline.stats import compare, describe_finding, summarize
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """These models and batches are tiny: one intra-op thread is faster, and on a busy machine several
+    threads spinning for cores turn seconds into minutes."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def ok_runs(ctx: ExtraContext) -> list[dict[str, Any]]:
