@@ -274,6 +274,27 @@ def test_initial_stats_leave_training_untouched_and_see_vanishing_signals() -> N
     assert 0.1 < k_acts[-1] / k_acts[0] < 10
 
 
+def test_fit_logs_step0_stats_with_epoch_one_and_trains_the_same_without_them() -> None:
+    from pipeline.config import TrainConfig
+    from pipeline.tasks import task_for
+    from pipeline.train import fit
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 1, 8, 8, generator=g), torch.randint(0, 10, (96,), generator=g)
+    data = Splits(x, y, x[:32], y[:32], x[:32], y[:32], DataInfo((1, 8, 8), 10))
+    states = {}
+    for diagnostics in (True, False):
+        torch.manual_seed(0)
+        model = build_model("mlp", {"hidden": [16, 16], "dropout": 0.5}, data.info)  # dropout draws random numbers
+        cfg = TrainConfig(epochs=2, batch_size=32, diagnostics=diagnostics)
+        result = fit(model, data, task_for("classification"), cfg, seed=0)
+        states[diagnostics] = model.state_dict()
+        first, second = result.history
+        assert any(k.startswith("init_grad_std/") for k in first) == diagnostics
+        assert not any(k.startswith("init_") for k in second)
+    assert all(torch.equal(states[True][k], states[False][k]) for k in states[True])
+
+
 def test_init_signal_section(tmp_path) -> None:
     runs = []
     for init, first, last in (("normal", 0.01, 1e-9), ("kaiming", 1.0, 0.9)):

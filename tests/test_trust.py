@@ -26,6 +26,17 @@ from pipeline.train import fit
 from pipeline.trial import Runtime, run_worker, trial_config
 from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Trials run on one thread (cpus_per_worker: 1), and on a shared 2-core runner two intra-op threads spin
+    # against other work: a 1-second fit took 20.
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 # Wall-clock and memory readings differ between any two runs; everything else must not.
 NOT_DETERMINISTIC = ("epoch_seconds", "samples_per_s", "peak_memory_mb")
 
