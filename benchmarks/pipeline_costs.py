@@ -1,15 +1,15 @@
-"""The pipeline as a whole: `dvc repro` from a clean copy, a no-op `dvc repro`, and what MLflow logging costs.
+"""The pipeline as a whole: `dvc repro` from a clean clone, a no-op `dvc repro`, and what MLflow logging costs.
 
-repro    copy the project (tracked and untracked-but-not-ignored files: what a clone of the next commit
-         holds) to a temporary folder, run the default `dvc repro` there, and report its wall time and peak
-         memory of the whole process tree (Ray's processes included), sampled with psutil: sum of RSS (counts
-         shared pages once per process) and sum of PSS (shares them out). Then time `dvc repro` again with
-         nothing changed, several times. Targets: no-op <= 3 s.
+repro    clone the project's last commit (or, with --from worktree, copy the working tree) to a temporary
+         folder, run the default `dvc repro` there, and report its wall time and the peak memory of the whole
+         process tree (Ray's processes included), sampled with psutil: sum of RSS (shared pages counted once
+         per process) and sum of PSS (shared pages divided among their processes). Then time `dvc repro` again
+         with nothing changed, several times. Target: no-op <= 3 s.
 logging  fit() of the default study's model with the per-epoch MLflow callback the trials use
          (tracking.log_metrics, asynchronous log_batch) against fit() with no callback, interleaved.
          Target: logging <= 2% of epoch time.
 
-  python benchmarks/pipeline_costs.py                     # both, ~5 min on 2 cores
+  python benchmarks/pipeline_costs.py                     # both; the repro takes as long as the default studies
   python benchmarks/pipeline_costs.py --only logging --reps 3 --epochs 3
 """
 
@@ -69,7 +69,13 @@ class TreeMemory:
         self._thread.join()
 
 
-def copy_project(dst: Path) -> None:
+def copy_project(dst: Path, source: str) -> str:
+    """A clean copy of the project: `head` is a git clone of the last commit; `worktree` also takes uncommitted
+    and untracked-but-not-ignored files (what the next commit would hold). Returns what was copied."""
+    if source == "head":
+        subprocess.run(["git", "clone", "-q", str(REPO), str(dst)], check=True)
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=dst, capture_output=True, text=True)
+        return f"git clone of commit {rev.stdout.strip()}"
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -83,6 +89,7 @@ def copy_project(dst: Path) -> None:
             shutil.copy2(src, dst / f.decode())
     # DVC needs a git repository (it reads .gitignore and commits nothing here).
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return "copy of the working tree"
 
 
 def repro_env(folder: Path) -> dict[str, str]:
@@ -93,11 +100,12 @@ def repro_env(folder: Path) -> dict[str, str]:
     return env
 
 
-def bench_repro(noop_reps: int) -> list[list]:
-    folder = Path(tempfile.mkdtemp(prefix="bench-repro-"))
-    copy_project(folder)
+def bench_repro(noop_reps: int, source: str) -> list[list]:
+    folder = Path(tempfile.mkdtemp(prefix="bench-repro-")) / "project"
+    what = copy_project(folder, source)
     env = repro_env(folder)
-    print(f"clean copy in {folder}", flush=True)
+    studies = __import__("yaml").safe_load((folder / "params.yaml").read_text())["studies"]
+    print(f"{what} in {folder}; studies {studies}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(["dvc", "repro"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     with TreeMemory(proc.pid) as mem:
@@ -114,7 +122,7 @@ def bench_repro(noop_reps: int) -> list[list]:
         noop.append(time.perf_counter() - t)
         assert r.returncode == 0 and "didn't change" in r.stdout + r.stderr or "up to date" in r.stdout, r.stdout
     return [
-        ["`dvc repro` from a clean copy (wall s)", f"{wall:.1f}", ""],
+        ["`dvc repro` from a clean copy (wall s)", f"{wall:.1f}", f"{what}; studies: {', '.join(studies)}"],
         ["peak memory, process tree, sum of RSS", f"{mem.peak_rss / 2**30:.2f} GiB", f"{mem.peak_procs} processes"],
         ["peak memory, process tree, sum of PSS", f"{mem.peak_pss / 2**30:.2f} GiB", ""],
         [f"no-op `dvc repro`, median of {noop_reps} (s)", f"{median(noop):.2f}", verdict(median(noop), 3.0)],
@@ -198,13 +206,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7, help="interleaved fit pairs for the logging benchmark")
     ap.add_argument("--epochs", type=int, default=None, help="logging benchmark epochs (default: the study's)")
     ap.add_argument("--noop-reps", type=int, default=5)
+    ap.add_argument("--from", dest="source", choices=["head", "worktree"], default="head")
     args = ap.parse_args()
     print_machine()
     rows = []
     if args.only in (None, "logging"):
         rows += bench_logging(args.reps, args.epochs)
     if args.only in (None, "repro"):
-        rows += bench_repro(args.noop_reps)
+        rows += bench_repro(args.noop_reps, args.source)
     print()
     print(table(["measure", "value", "note"], rows))
 

@@ -462,6 +462,7 @@ def decision_boundary(ctx: ExtraContext) -> ExtraResult:
             angle = boundary_angle(w, (bayes["w0"], bayes["w1"]))
             # signed distances of the two lines from the origin, along their own normals
             offset = -b / np.linalg.norm(w) + bayes["b"] / np.linalg.norm([bayes["w0"], bayes["w1"]])
+            offset = round(float(offset), 2) + 0.0  # + 0.0 turns -0.0 into 0.0 for the text
             scale = np.linalg.norm(w) / np.linalg.norm([bayes["w0"], bayes["w1"]])
             res.tables["learned_boundary"].update({"angle_deg": angle, "offset": offset, "norm_ratio": scale})
             res.sentences.append(
