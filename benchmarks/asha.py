@@ -23,6 +23,7 @@ import math
 import random
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
 from _common import Project, print_load, print_machine, table, timed, verdict
 
@@ -47,20 +48,30 @@ def spec(scheduler: str, epochs: int, seeds: int, smoke: bool, shuffled: bool, a
     }
 
 
-def summarize(runs: list[dict], epochs: int) -> dict:
+def summarize(runs: list[dict], epochs: int, tune_dir: Path) -> dict:
+    """Compute from Tune's own result logs (epochs each trial trained); the best configuration from MLflow."""
+    trained = {}
+    for result in tune_dir.glob("*/result.json"):
+        lines = result.read_text().strip().splitlines()
+        if lines:
+            last = json.loads(lines[-1])
+            trained[last["trial_id"]] = last["training_iteration"]
     by_variant: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    missing = 0  # runs whose MLflow history lacks epochs that Tune saw reported
     for r in runs:
         acc = [v for _, v in r["history"].get("val_accuracy", [])]
-        by_variant[r["tags"]["variant"]].append((max(acc) if acc else float("nan"), len(acc)))
-    trial_epochs = sum(n for v in by_variant.values() for _, n in v)
+        n = trained.get(r["tags"].get("ray_trial_id"), len(acc))
+        missing += len(acc) < n
+        by_variant[r["tags"]["variant"]].append((max(acc) if acc else float("nan"), n))
     full = {k: v for k, v in by_variant.items() if all(n == epochs for _, n in v)}
     means = {k: statistics.mean(a for a, _ in v) for k, v in full.items()}
-    sds = [statistics.stdev([a for a, _ in v]) for v in by_variant.values() if len(v) > 1]
+    sds = [statistics.stdev([a for a, _ in v]) for v in full.values() if len(v) > 1]
     best = max(means, key=means.get) if means else None
     return {
         "trials": len(runs),
-        "trial_epochs": trial_epochs,
-        "completed_trials": sum(n == epochs for v in by_variant.values() for _, n in v),
+        "trial_epochs": sum(trained.values()),
+        "completed_trials": sum(n == epochs for n in trained.values()),
+        "missing_history": missing,
         "means": means,
         "best": best,
         "pooled_sd": math.sqrt(statistics.mean(s * s for s in sds)) if sds else float("nan"),
@@ -93,7 +104,8 @@ def main() -> None:
     for name in arms:
         wall, summary = timed(lambda name=name: proj.run_study(name))
         runs = json.loads((proj.root / "results" / name / "runs.json").read_text())
-        out[name] = {**summarize(runs, args.epochs), "wall": wall, "errors": summary["errors"]}
+        tune_dir = proj.root / "ray_results" / f"{name}-{summary['sweep_id']}"
+        out[name] = {**summarize(runs, args.epochs, tune_dir), "wall": wall, "errors": summary["errors"]}
         print(
             f"{name}: {out[name]['trials']} trials, {out[name]['trial_epochs']} trial-epochs, {wall:.1f} s", flush=True
         )
@@ -111,6 +123,7 @@ def main() -> None:
         "best configuration",
         "its grid mean best val_accuracy",
         "agrees with grid",
+        "runs missing logged epochs",
     ]
     rows = []
     for k, v in out.items():
@@ -129,6 +142,7 @@ def main() -> None:
                 v["best"],
                 f"{g['means'].get(v['best'], float('nan')):.4f}",
                 "yes" if agree else "NO",
+                v["missing_history"],
             ]
         )
     print()

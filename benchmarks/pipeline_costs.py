@@ -6,7 +6,8 @@ repro    clone the project's last commit (or, with --from worktree, copy the wor
          per process) and sum of PSS (shared pages divided among their processes). Then time `dvc repro` again
          with nothing changed, several times. Target: no-op <= 3 s.
 logging  fit() of the default study's model with the per-epoch MLflow callback the trials use
-         (tracking.log_metrics, asynchronous log_batch) against fit() with no callback, interleaved.
+         (tracking.log_metrics), with the former one-log_batch-per-epoch callback, and with no callback,
+         interleaved.
          Target: logging <= 2% of epoch time.
 
   python benchmarks/pipeline_costs.py                     # both; the repro takes as long as the default studies
@@ -100,34 +101,82 @@ def repro_env(folder: Path) -> dict[str, str]:
     return env
 
 
-def bench_repro(noop_reps: int, source: str) -> list[list]:
+def kill_tree(pid: int) -> None:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def bench_repro(noop_reps: int, source: str, budget_s: float) -> list[list]:
+    """The default `dvc repro` in a clean clone, streamed with a timestamp per line; if it outlasts `budget_s` it is
+    stopped, and the no-op check runs on the report stages that finished."""
     folder = Path(tempfile.mkdtemp(prefix="bench-repro-")) / "project"
     what = copy_project(folder, source)
     env = repro_env(folder)
     studies = __import__("yaml").safe_load((folder / "params.yaml").read_text())["studies"]
     print(f"{what} in {folder}; studies {studies}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["dvc", "repro"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    timer = threading.Timer(budget_s, kill_tree, [proc.pid])
+    timer.start()
+    stages: list[tuple[str, float]] = []  # (stage, seconds since start when it began)
     with TreeMemory(proc.pid) as mem:
-        out, _ = proc.communicate()
+        for line in proc.stdout:
+            now = time.perf_counter() - t0
+            if line.startswith("Running stage '"):
+                stages.append((line.split("'")[1], now))
+                print(f"[{now:7.1f}s] {line.rstrip()}  (peak so far: {mem.peak_pss / 2**30:.2f} GiB PSS)", flush=True)
+        proc.wait()
+    timer.cancel()
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        print(out.decode()[-4000:])
-        raise SystemExit(f"dvc repro failed with {proc.returncode}")
-    print(out.decode()[-1500:])
+    complete = proc.returncode == 0
+    if not complete:
+        print(f"dvc repro stopped after {wall:.0f} s (return code {proc.returncode}); stages begun: {len(stages)}")
+    ends = [b for _, b in stages[1:]] + [wall]
+    for (name, begin), end in zip(stages, ends):
+        print(f"  {name}: {end - begin:.1f} s{'' if complete or end != wall else ' (stopped)'}")
+    # A no-op repro of the whole pipeline, or (when stopped) of the reports that finished.
+    finished = [n for (n, b), e in zip(stages, ends) if n.startswith("report@") and e != wall]
+    targets = [] if complete else finished
     noop = []
-    for _ in range(noop_reps):
+    for _ in range(noop_reps if complete or targets else 0):
         t = time.perf_counter()
-        r = subprocess.run(["dvc", "repro"], cwd=folder, env=env, capture_output=True, text=True)
+        r = subprocess.run(["dvc", "repro", *targets], cwd=folder, env=env, capture_output=True, text=True)
         noop.append(time.perf_counter() - t)
-        assert r.returncode == 0 and "didn't change" in r.stdout + r.stderr or "up to date" in r.stdout, r.stdout
-    return [
-        ["`dvc repro` from a clean copy (wall s)", f"{wall:.1f}", f"{what}; studies: {', '.join(studies)}"],
+        assert r.returncode == 0 and "Running stage" not in r.stdout, r.stdout[-2000:]
+    rows = [
+        [
+            "`dvc repro` from a clean clone (wall s)"
+            + ("" if complete else f", stopped at the {budget_s:.0f} s budget"),
+            f"{wall:.1f}",
+            f"{what}; {len(stages)} stages {'run' if complete else 'begun'}; studies: {', '.join(studies)}",
+        ],
         ["peak memory, process tree, sum of RSS", f"{mem.peak_rss / 2**30:.2f} GiB", f"{mem.peak_procs} processes"],
         ["peak memory, process tree, sum of PSS", f"{mem.peak_pss / 2**30:.2f} GiB", ""],
-        [f"no-op `dvc repro`, median of {noop_reps} (s)", f"{median(noop):.2f}", verdict(median(noop), 3.0)],
-        ["no-op `dvc repro`, all runs (s)", ", ".join(f"{x:.2f}" for x in noop), ""],
     ]
+    if noop:
+        scope = "the whole pipeline" if complete else f"{len(targets)} finished report stages and their upstream"
+        rows += [
+            [
+                f"no-op `dvc repro` ({scope}), median of {len(noop)} (s)",
+                f"{median(noop):.2f}",
+                verdict(median(noop), 3),
+            ],
+            ["no-op `dvc repro`, all runs (s)", ", ".join(f"{x:.2f}" for x in noop), ""],
+        ]
+    return rows
 
 
 def bench_logging(reps: int, epochs: int | None) -> list[list]:
@@ -147,8 +196,21 @@ def bench_logging(reps: int, epochs: int | None) -> list[list]:
     uri = tracking.resolve_tracking_uri(proj.params().mlflow.tracking_uri, proj.root)
     exp = tracking.ensure_experiment(uri, "logging", proj.root)
     from _common import build_trial_model
+    from mlflow.entities import Metric
 
-    def run(log: bool) -> tuple[float, float, float, int]:
+    def per_epoch_log_batch(run_id: str, metrics: dict, step: int) -> None:
+        """The pipeline's logging before batching: one asynchronous MLflow log_batch per epoch."""
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        tracking.client(uri).log_batch(run_id, metrics=items, synchronous=False)
+
+    loggers = {
+        "none": None,
+        "one MLflow log_batch per epoch (before)": per_epoch_log_batch,
+        "tracking.log_metrics (now: batched, at most 1/s)": lambda r, m, s: tracking.log_metrics(uri, r, m, step=s),
+    }
+
+    def run(log) -> tuple[float, float, float, int]:
         model, task = build_trial_model(cfg, data)
         in_callback = [0.0]
         run_id = tracking.client(uri).create_run(exp).info.run_id if log else None
@@ -156,7 +218,7 @@ def bench_logging(reps: int, epochs: int | None) -> list[list]:
 
         def report(metrics, checkpoint):
             t = time.perf_counter()
-            tracking.log_metrics(uri, run_id, metrics, step=int(metrics["epoch"]))
+            log(run_id, metrics, int(metrics["epoch"]))
             in_callback[0] += time.perf_counter() - t
             n_metrics[0] = len(metrics)
 
@@ -170,50 +232,55 @@ def bench_logging(reps: int, epochs: int | None) -> list[list]:
             end_s = time.perf_counter() - t
         return fit_s, in_callback[0], end_s, n_metrics[0]
 
-    run(True), run(False)  # warm-up: imports, first SQLite connection, allocator
-    with_log, without, callback, ends, n = [], [], [], [], 0
+    for log in loggers.values():  # warm-up: imports, first SQLite connection, allocator
+        run(log)
+    fits: dict[str, list[float]] = {k: [] for k in loggers}
+    callback: dict[str, list[float]] = {k: [] for k in loggers}
+    ends: dict[str, list[float]] = {k: [] for k in loggers}
+    n = 0
     for _ in range(reps):
-        for log in (True, False):
+        for name, log in loggers.items():
             fit_s, cb, end_s, k = run(log)
-            (with_log if log else without).append(fit_s)
-            if log:
-                callback.append(cb)
-                ends.append(end_s)
-                n = k
+            fits[name].append(fit_s)
+            callback[name].append(cb)
+            ends[name].append(end_s)
+            n = max(n, k)
     e = cfg.train.epochs
-    epoch_s = median(without) / e
-    wall_frac = (median(with_log) - median(without)) / median(without)
-    cb_frac = median(callback) / e / epoch_s
-    print(f"fit with logging {[round(x, 3) for x in with_log]}, without {[round(x, 3) for x in without]}")
-    return [
-        ["model", f"mlp {cfg.model.options['hidden']} on digits, {e} epochs, diagnostics on", ""],
+    base = median(fits["none"])
+    epoch_s = base / e
+    rows = [
+        ["model", f"mlp {cfg.model.options['hidden']} on digits, {e} epochs, diagnostics on, {reps} reps", ""],
         ["metrics logged per epoch", str(n), ""],
         ["epoch time without logging, median (s)", f"{epoch_s:.4f}", ""],
-        [
-            "fit wall: with / without logging - 1 (median of each)",
-            f"{100 * wall_frac:+.2f}%",
-            verdict(100 * wall_frac, 2),
-        ],
-        ["time inside the logging callback per epoch (s)", f"{median(callback) / e:.5f}", ""],
-        ["callback time / epoch time", f"{100 * cb_frac:.2f}%", verdict(100 * cb_frac, 2)],
-        ["end_run flush, once per run (s)", f"{median(ends):.3f}", ""],
     ]
+    for name in list(loggers)[1:]:
+        wall = 100 * (median(fits[name]) - base) / base
+        cb = 100 * median(callback[name]) / e / epoch_s
+        rows += [
+            [f"{name}: fit wall vs none (medians)", f"{wall:+.2f}%", verdict(wall, 2)],
+            [f"{name}: time in the callback / epoch time", f"{cb:.2f}%", verdict(cb, 2)],
+            [f"{name}: end_run, once per run (s)", f"{median(ends[name]):.3f}", ""],
+        ]
+    for name, v in fits.items():
+        print(f"fit s, {name}: {[round(x, 3) for x in v]}")
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["repro", "logging"])
-    ap.add_argument("--reps", type=int, default=7, help="interleaved fit pairs for the logging benchmark")
+    ap.add_argument("--reps", type=int, default=15, help="interleaved repetitions of the logging benchmark")
     ap.add_argument("--epochs", type=int, default=None, help="logging benchmark epochs (default: the study's)")
     ap.add_argument("--noop-reps", type=int, default=5)
     ap.add_argument("--from", dest="source", choices=["head", "worktree"], default="head")
+    ap.add_argument("--budget-s", type=float, default=3600, help="stop the full repro after this long")
     args = ap.parse_args()
     print_machine()
     rows = []
     if args.only in (None, "logging"):
         rows += bench_logging(args.reps, args.epochs)
     if args.only in (None, "repro"):
-        rows += bench_repro(args.noop_reps, args.source)
+        rows += bench_repro(args.noop_reps, args.source, args.budget_s)
     print()
     print(table(["measure", "value", "note"], rows))
 

@@ -1,4 +1,4 @@
-"""`reports/index.html`: one self-contained page with every study's question, answer, table and figures.
+"""`site/index.html`: one self-contained page with every study's question, answer, table and figures.
 
 Self-contained: the figures are embedded as base64 data URIs and there is no script, no external style
 sheet and no remote request, so the page opens from a file, an e-mail or a CI artifact. Each variant

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from collections import defaultdict
@@ -572,6 +573,10 @@ def build_report(
     figures.mkdir(exist_ok=True)
     for stale in figures.glob("*.png"):  # a figure that no longer applies must not linger
         stale.unlink()
+    tables = out / "tables"  # extras' long tables (Markdown); a DVC output, so it exists even when empty
+    if tables.exists():
+        shutil.rmtree(tables)
+    tables.mkdir()
     made: list[Path] = []
     if extras:
         from pipeline.extras import ExtraContext, get_extra

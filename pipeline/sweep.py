@@ -26,7 +26,7 @@ from pipeline import tracking
 from pipeline.config import Params, Study, project_root
 from pipeline.data import Splits, load_prepared
 from pipeline.progress import TrialProgress
-from pipeline.trial import Runtime, run_worker, trial_config
+from pipeline.trial import CHECKPOINT_FILE, Runtime, fill_history_gaps, load_checkpoint, run_worker, trial_config
 
 COMPLETED_MARKER = "SWEEP_COMPLETED"
 
@@ -231,6 +231,14 @@ def _scheduler(study: Study):
     )
 
 
+def _checkpoint_history(trial: Any) -> list[dict[str, float]]:
+    """The per-epoch history saved in a Tune trial's latest checkpoint (empty if it has none on local disk)."""
+    ckpt = trial.checkpoint
+    if ckpt is None or not (Path(ckpt.path) / CHECKPOINT_FILE).exists():
+        return []
+    return load_checkpoint(ckpt.path).get("history", [])
+
+
 class _MlflowStatus:
     """Tune callback: a trial's MLflow run never stays RUNNING after Tune is done with the trial."""
 
@@ -250,6 +258,12 @@ class _MlflowStatus:
                     " and attributes.status = 'RUNNING'",
                 )
                 c = tracking.client(rt.tracking_uri)
+                if runs and reason == "early_stopped":
+                    # A stopped trial's process may go before its asynchronous logger wrote the last epochs;
+                    # the checkpoint Tune holds from its last report has the whole history.
+                    history = _checkpoint_history(trial)
+                    for r in runs:
+                        fill_history_gaps(rt.tracking_uri, r.info.run_id, history)
                 for r in runs:
                     c.set_tag(r.info.run_id, "end_reason", reason)
                     c.set_terminated(r.info.run_id, status=status)
@@ -372,6 +386,10 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
         raise
     closed = tracking.close_unfinished(uri, experiment_id, parent_id, "FAILED", "left_running")
     errors = [r for r in results if r.error is not None]
+    for r in errors:
+        # The last line of the trial's traceback names the exception; the whole one is in <trial dir>/error.txt.
+        last = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else type(r.error).__name__
+        print(f"[{study.name}] trial {r.path}: {last}", file=sys.stderr)
     runs = tracking.export_runs(uri, experiment_id, parent_id)
     summary = {
         "study": study.name,

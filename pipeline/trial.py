@@ -71,6 +71,16 @@ def load_checkpoint(folder: str) -> dict[str, Any]:
     return torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
 
 
+def fill_history_gaps(uri: str, run_id: str, history: list[dict[str, float]]) -> int:
+    """Log (synchronously) each epoch of a checkpoint's `history` that the MLflow run lacks; returns how many.
+    Epoch metrics go out asynchronously, so a process that dies or is stopped may take its last epochs with it."""
+    logged = {m.step for m in tracking.client(uri).get_metric_history(run_id, "epoch")}
+    missing = [row for row in history if int(row["epoch"]) not in logged]
+    for row in missing:
+        tracking.log_metrics(uri, run_id, row, step=int(row["epoch"]), synchronous=True)
+    return len(missing)
+
+
 def epochs_to_target(history: list[dict[str, float]], metric: str, value: float, mode: str) -> float | None:
     for row in history:
         v = row.get(metric)
@@ -143,10 +153,7 @@ def run_worker(
         if rank == 0:
             # Metrics are logged asynchronously, so a killed attempt may have lost the last epochs before
             # its checkpoint; the checkpoint's own history fills exactly those gaps.
-            logged = {m.step for m in tracking.client(runtime.tracking_uri).get_metric_history(run_id, "epoch")}
-            for row in resume.get("history", []):
-                if int(row["epoch"]) not in logged:
-                    tracking.log_metrics(runtime.tracking_uri, run_id, row, step=int(row["epoch"]))
+            fill_history_gaps(runtime.tracking_uri, run_id, resume.get("history", []))
 
     def on_epoch(metrics: dict[str, float], checkpoint: Callable[[], dict[str, Any]]) -> None:
         epoch = int(metrics["epoch"])
@@ -166,7 +173,16 @@ def run_worker(
         else:
             report(_tune_metrics(metrics), None)
 
-    result = fit(model, data, task, cfg.train, on_epoch, seed=cfg.seed, metric=metric, mode=runtime.mode, resume=resume)
+    try:
+        result = fit(
+            model, data, task, cfg.train, on_epoch, seed=cfg.seed, metric=metric, mode=runtime.mode, resume=resume
+        )
+    except BaseException:
+        # Tune stops a trial (ASHA) by raising SystemExit at its next report, so the run never reaches end_run:
+        # write out the epochs MLflow's asynchronous logger still holds before the actor is reused or torn down.
+        if rank == 0:
+            tracking.flush(runtime.tracking_uri)
+        raise
 
     # Final evaluation of the best epoch's weights on the test split (every rank takes part).
     best = result.best_state

@@ -1,4 +1,4 @@
-"""DVC stage `index`: one self-contained HTML page with every study's report (reports/index.html)."""
+"""DVC stage `index`: one self-contained HTML page with every study's report (site/index.html)."""
 
 import argparse
 import sys

@@ -115,9 +115,21 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path, dotted, value,
     params_path = write_params(tmp_path)
     spec = write_spec(tmp_path, "s", _with(TINY_SPEC, dotted, value))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "study.py"), "--params", str(params_path), "--study", str(spec),
-         "--data", str(tmp_path / "data"), "--out", str(tmp_path / "results")],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "stages" / "study.py"),
+            "--params",
+            str(params_path),
+            "--study",
+            str(spec),
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -128,9 +140,21 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path, dotted, value,
 def test_stage_missing_experiment_file_exits_2(tmp_path):
     params_path = write_params(tmp_path)
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "study.py"), "--params", str(params_path), "--study",
-         str(tmp_path / "missing.yaml"), "--data", "d", "--out", "o"],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "stages" / "study.py"),
+            "--params",
+            str(params_path),
+            "--study",
+            str(tmp_path / "missing.yaml"),
+            "--data",
+            "d",
+            "--out",
+            "o",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: file not found"

@@ -51,8 +51,12 @@ def _wait_for(predicate, timeout=240, every=0.3):
 
 
 def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir, ray_local):
-    spec = {**TINY_SPEC, "model": {"name": "mlp", "hidden": [256, 256], "activation": "relu"},
-            "search": {"space": {"model.activation": ["relu"]}}, "train": {"epochs": 60, "lr": 0.05}}
+    spec = {
+        **TINY_SPEC,
+        "model": {"name": "mlp", "hidden": [256, 256], "activation": "relu"},
+        "search": {"space": {"model.activation": ["relu"]}},
+        "train": {"epochs": 60, "lr": 0.05},
+    }
     study, _, _ = _study(tmp_path, spec)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out: dict = {}
@@ -79,15 +83,30 @@ def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepared_dir):
-    spec = {**TINY_SPEC, "search": {"space": {"model.activation": ["relu", "tanh", "sigmoid", "leaky_relu"]}},
-            "train": {"epochs": 25, "lr": 0.05}, "model": {"name": "mlp", "hidden": [128, 128]}}
+    spec = {
+        **TINY_SPEC,
+        "search": {"space": {"model.activation": ["relu", "tanh", "sigmoid", "leaky_relu"]}},
+        "train": {"epochs": 25, "lr": 0.05},
+        "model": {"name": "mlp", "hidden": [128, 128]},
+    }
     _, params_path, spec_path = _study(tmp_path, spec, **{"ray.num_cpus": 1})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [sys.executable, str(REPO / "stages" / "study.py"), "--params", str(params_path), "--study",
-           str(spec_path), "--data", str(prepared_dir), "--out", str(tmp_path / "results")]
+    cmd = [
+        sys.executable,
+        str(REPO / "stages" / "study.py"),
+        "--params",
+        str(params_path),
+        "--study",
+        str(spec_path),
+        "--data",
+        str(prepared_dir),
+        "--out",
+        str(tmp_path / "results"),
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
     def one_finished_one_running():
         try:
@@ -114,15 +133,22 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepa
             assert r.info.end_time == finished_before[r.info.run_id]
             assert "resumed" not in r.data.tags
         assert sorted(set(_epoch_steps(uri, r.info.run_id))) == list(range(1, 26))
-    parent = [r for r in MlflowClient(uri).search_runs([runs[0].info.experiment_id])
-              if r.data.tags.get("sweep_parent") == "true"]
+    parent = [
+        r
+        for r in MlflowClient(uri).search_runs([runs[0].info.experiment_id])
+        if r.data.tags.get("sweep_parent") == "true"
+    ]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert json.loads((tmp_path / "results" / "sweep.json").read_text())["resumed"] is True
 
 
 def test_diverging_trial_is_tagged_and_the_sweep_goes_on(tmp_path, prepared_dir, ray_local):
-    spec = {**TINY_SPEC, "search": {"space": {"train.lr": [0.05, 1.0e6]}}, "train": {"epochs": 3},
-            "model": {"name": "mlp", "hidden": [32, 32]}}
+    spec = {
+        **TINY_SPEC,
+        "search": {"space": {"train.lr": [0.05, 1.0e6]}},
+        "train": {"epochs": 3},
+        "model": {"name": "mlp", "hidden": [32, 32]},
+    }
     study, _, _ = _study(tmp_path, spec)
     summary = run_study(study, prepared_dir, tmp_path / "results")
     assert summary["errors"] == 0
@@ -139,9 +165,16 @@ def test_diverging_trial_is_tagged_and_the_sweep_goes_on(tmp_path, prepared_dir,
 
 
 def test_asha_stops_trials_early_and_marks_their_runs(tmp_path, prepared_dir, ray_local):
-    spec = {**TINY_SPEC, "train": {"epochs": 9},
-            "search": {"space": {"train.lr": [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]}, "scheduler": "asha",
-                       "grace_period": 1, "reduction_factor": 3}}
+    spec = {
+        **TINY_SPEC,
+        "train": {"epochs": 9},
+        "search": {
+            "space": {"train.lr": [0.3, 0.1, 0.03, 0.01, 0.003, 0.001]},
+            "scheduler": "asha",
+            "grace_period": 1,
+            "reduction_factor": 3,
+        },
+    }
     study, _, _ = _study(tmp_path, spec, **{"ray.max_concurrent_trials": 2})
     summary = run_study(study, prepared_dir, tmp_path / "results")
     assert summary["errors"] == 0
@@ -154,8 +187,12 @@ def test_asha_stops_trials_early_and_marks_their_runs(tmp_path, prepared_dir, ra
 
 
 def test_optuna_repeats_each_configuration_once_per_seed(tmp_path, prepared_dir, ray_local):
-    spec = {**TINY_SPEC, "seeds": 2, "train": {"epochs": 2},
-            "search": {"algorithm": "optuna", "num_samples": 2, "space": {"train.lr": {"loguniform": [0.01, 0.3]}}}}
+    spec = {
+        **TINY_SPEC,
+        "seeds": 2,
+        "train": {"epochs": 2},
+        "search": {"algorithm": "optuna", "num_samples": 2, "space": {"train.lr": {"loguniform": [0.01, 0.3]}}},
+    }
     study, _, _ = _study(tmp_path, spec, **{"profiles.tiny": {}})
     summary = run_study(study, prepared_dir, tmp_path / "results")
     assert summary["errors"] == 0 and summary["trials"] == 4

@@ -45,11 +45,28 @@ def ray_cluster(tmp_path):
     env = _clean_env(RAY_AUTH_MODE="token")
     common = ["--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats"]
     try:
-        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}", "--include-dashboard=false",
-                        "--node-ip-address=127.0.0.1", *common], env=env, check=True, capture_output=True,
-                       timeout=180)
-        subprocess.run([str(BIN / "ray"), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
-                        *common], env=env, check=True, capture_output=True, timeout=180)
+        subprocess.run(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=false",
+                "--node-ip-address=127.0.0.1",
+                *common,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+        subprocess.run(
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
         yield f"127.0.0.1:{port}", env
     finally:
         subprocess.run(["pkill", "-9", "-f", str(temp)], check=False)
@@ -61,9 +78,23 @@ def test_study_on_a_two_node_cluster_places_trials_on_both(tmp_path, prepared_di
     params = write_params(tmp_path, **{"profiles.tiny": {"seeds": 2, "train": {"epochs": 3}}})
     spec = write_spec(tmp_path, "s", {**TINY_SPEC, "model": {"name": "mlp", "hidden": [128, 128]}})
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "study.py"), "--params", str(params), "--study", str(spec),
-         "--data", str(prepared_dir), "--out", str(tmp_path / "results")],
-        cwd=tmp_path, env={**env, "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "stages" / "study.py"),
+            "--params",
+            str(params),
+            "--study",
+            str(spec),
+            "--data",
+            str(prepared_dir),
+            "--out",
+            str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+        env={**env, "RAY_ADDRESS": address},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = json.loads((tmp_path / "results" / "runs.json").read_text())
@@ -77,9 +108,24 @@ def mlflow_server(tmp_path):
     store = tmp_path / "server"
     store.mkdir()
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")],
-        env=_clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "art"),
+        ],
+        env=_clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -110,8 +156,9 @@ def test_study_logs_through_an_mlflow_server(tmp_path, prepared_dir, mlflow_serv
     assert summary["errors"] == 0 and summary["tracking_uri"] == url
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to the local default store
     client = MlflowClient(url)
-    runs = client.search_runs([summary["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = "
-                                                                        f"'{summary['parent_run_id']}'")
+    runs = client.search_runs(
+        [summary["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'"
+    )
     assert sorted(r.data.tags["variant"] for r in runs) == ["relu", "tanh"]
     assert all(r.info.status == "FINISHED" for r in runs)
     local = client.download_artifacts(runs[0].info.run_id, "config.yaml", str(tmp_path))

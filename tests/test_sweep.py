@@ -46,8 +46,12 @@ def test_four_concurrent_trials_on_a_fresh_sqlite_store(tmp_path, prepared_dir, 
 
 
 def test_two_worker_ddp_trial_matches_single_process_evaluation(tmp_path, prepared_dir, ray_local):
-    spec = {**TINY_SPEC, "search": {"space": {"model.activation": ["tanh"]}}, "train": {"epochs": 2, "lr": 0.1},
-            "resources": {"workers_per_trial": 2}}
+    spec = {
+        **TINY_SPEC,
+        "search": {"space": {"model.activation": ["tanh"]}},
+        "train": {"epochs": 2, "lr": 0.1},
+        "resources": {"workers_per_trial": 2},
+    }
     summary, runs = _run(tmp_path, prepared_dir, spec)
     assert summary["errors"] == 0
     (run,) = runs

@@ -467,7 +467,7 @@ def test_language_studies_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> 
         assert (out / "summary.md").exists() and spec.metric in answer, answer
         if name == "language_model":
             assert all("val_perplexity" in r["history"] for r in runs)
-            assert "Nearest neighbours" in answer and (out / "embedding_neighbours.md").exists()
+            assert "Nearest neighbours" in answer and (out / "tables" / "embedding_neighbours.md").exists()
             assert (out / "figures" / "perplexity_by_n.png").exists()
             from mlflow import MlflowClient
 

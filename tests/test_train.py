@@ -41,8 +41,9 @@ def test_same_seed_same_numbers_different_seed_differs(prepared_dir):
     a = _fit(data, seed=3, diagnostics=False)[1].history
     b = _fit(data, seed=3, diagnostics=False)[1].history
     c = _fit(data, seed=4, diagnostics=False)[1].history
-    strip = lambda h: [{k: v for k, v in row.items() if k not in ("epoch_seconds", "samples_per_s", "peak_memory_mb")}
-                       for row in h]
+    strip = lambda h: [
+        {k: v for k, v in row.items() if k not in ("epoch_seconds", "samples_per_s", "peak_memory_mb")} for row in h
+    ]
     assert strip(a) == strip(b)
     assert strip(a) != strip(c)
 
@@ -70,7 +71,6 @@ def test_resume_from_checkpoint_continues_identically(prepared_dir):
     cfg = TrainConfig(epochs=2, lr=0.05, diagnostics=False)
     fit(model, data, task_for("classification"), cfg, report, seed=1)
     model2 = build_model("mlp", {"hidden": [32, 32], "activation": "relu"}, data.info)
-    resumed = fit(model2, data, task_for("classification"), cfg.model_copy(update={"epochs": 4}), seed=1,
-                  resume=saved)
+    resumed = fit(model2, data, task_for("classification"), cfg.model_copy(update={"epochs": 4}), seed=1, resume=saved)
     pick = lambda h: [(r["epoch"], r["train_loss"], r["val_accuracy"]) for r in h]
     assert pick(resumed.history) == pick(full.history)

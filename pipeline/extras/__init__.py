@@ -22,7 +22,7 @@ class ExtraContext:
     runs: list[dict[str, Any]]  # results/<study>/runs.json
     sweep: dict[str, Any]  # results/<study>/sweep.json (tracking_uri, experiment_id, parent_run_id, ...)
     analysis: dict[str, Any]  # pipeline.report.analyze output
-    out_dir: Path  # the report folder; write figures under out_dir / "figures"
+    out_dir: Path  # the report folder; write figures under out_dir / "figures", tables under out_dir / "tables"
     data_dir: Path | None = None  # prepared data folder, for extras that re-evaluate a model
 
 

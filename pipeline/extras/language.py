@@ -3,7 +3,6 @@ out-of-vocabulary tagging accuracy, and sentiment F1 with and without negation."
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
@@ -170,14 +169,15 @@ def _embedding_neighbours(ctx: ExtraContext) -> ExtraResult:
             run_md = Path(d) / "embedding_neighbours.md"
             run_md.write_text("\n".join(block) + "\n")
             log_artifact(ctx, run, run_md)
-    (ctx.out_dir / "embedding_neighbours.md").write_text("\n".join(md))
-    (ctx.out_dir / "embedding_neighbours.json").write_text(json.dumps(result, indent=1) + "\n")
+    # The same lists, as data, go to analysis.json under extras.embedding_neighbours.
+    (ctx.out_dir / "tables").mkdir(parents=True, exist_ok=True)
+    (ctx.out_dir / "tables" / "embedding_neighbours.md").write_text("\n".join(md))
     best = next(iter(result))
     shown = list(result[best]["neighbours"].items())[:3]
     sentence = (
         f"Nearest neighbours in the embedding of {best}: "
         + "; ".join(f"{w} → {', '.join(t for t, _ in ns[:3])}" for w, ns in shown)
-        + " (all variants: embedding_neighbours.md)."
+        + " (all variants: tables/embedding_neighbours.md)."
     )
     return ExtraResult([sentence], [], {"neighbours": result})
 
