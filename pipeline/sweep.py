@@ -54,11 +54,33 @@ def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
 
     def get_checkpoint() -> str | None:
         ckpt = tune.get_checkpoint()
-        return ckpt.to_directory() if ckpt else None
+        return _readable_checkpoint(ckpt.path, lambda: ckpt.to_directory()) if ckpt else None
 
     use_gpu = runtime.gpus_per_worker > 0 and torch.cuda.is_available()
     device = torch.device("cuda" if use_gpu else "cpu")
     run_worker(cfg, variant, runtime, data, trial_id, report, get_checkpoint, device, _placement_tags())
+
+
+def _readable_checkpoint(path: str, fetch: Any) -> str | None:
+    """`fetch()` the checkpoint Tune restores from; if that one is gone or unreadable, the newest readable one
+    beside it. A driver killed between deleting an old checkpoint (CheckpointConfig.num_to_keep) and saving its
+    experiment state restores a trial from a checkpoint that no longer exists."""
+    try:
+        folder = fetch()
+        load_checkpoint(folder)
+        return folder
+    except Exception as e:  # noqa: BLE001 - any failure to read it means: look for another
+        reason = f"{type(e).__name__}: {e}"
+    here = Path(path)
+    for other in sorted(here.parent.glob("checkpoint_*"), reverse=True):
+        try:
+            load_checkpoint(str(other))
+        except Exception:  # noqa: BLE001
+            continue
+        print(f"checkpoint {here.name} unreadable ({reason}); resuming from {other.name}", file=sys.stderr)
+        return str(other)
+    print(f"checkpoint {here.name} unreadable ({reason}) and no other found; training from epoch 1", file=sys.stderr)
+    return None
 
 
 def _fit_ddp(config: dict[str, Any], runtime: Runtime, data: Splits, trial_id: str) -> None:

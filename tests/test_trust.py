@@ -309,3 +309,30 @@ def test_study_stage_refuses_tampered_data_before_writing_anything(prepared_dir,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "checksum does not match" in err[0]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+
+
+def test_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path, capsys):
+    from pipeline.sweep import _readable_checkpoint
+    from pipeline.trial import save_checkpoint
+
+    trial = tmp_path / "trial"
+    for i in (2, 3):
+        (trial / f"checkpoint_00000{i}").mkdir(parents=True)
+        save_checkpoint({"history": [{"epoch": float(e)} for e in range(1, i + 1)]}, trial / f"checkpoint_00000{i}")
+    (trial / "checkpoint_000004").mkdir()
+    (trial / "checkpoint_000004" / "state.pt").write_bytes(b"truncated")
+    gone = trial / "checkpoint_000001"  # what Tune's saved state points to, deleted since (num_to_keep)
+
+    def fetch(path=gone):
+        if not path.exists():
+            raise FileNotFoundError(path)
+        return str(path)
+
+    assert _readable_checkpoint(str(gone), fetch) == str(trial / "checkpoint_000003")
+    assert "checkpoint_000001 unreadable" in capsys.readouterr().err
+    ok = trial / "checkpoint_000002"
+    assert _readable_checkpoint(str(ok), lambda: str(ok)) == str(ok)
+    shutil.rmtree(trial / "checkpoint_000002")
+    shutil.rmtree(trial / "checkpoint_000003")
+    assert _readable_checkpoint(str(gone), fetch) is None
+    assert "training from epoch 1" in capsys.readouterr().err
