@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 repro: install          ## the main job: every stage of dvc.yaml on the embedded default data
-	dvc repro
+	python -m pipeline.ray_session dvc repro   # one local Ray runtime for all the study stages
 
 test: install           ## the whole test suite (what .ci/run runs); pytest's exit 5 (no tests) fails too
 	python -m pytest -q -p no:cacheprovider

@@ -19,5 +19,7 @@ class ConfigError(Exception):
         return ConfigError(self.message, file=self.file or file, key=key)
 
     def __str__(self) -> str:
-        parts = [p for p in (self.file, self.key) if p]
-        return ": ".join([*parts, self.message])
+        key = self.key if self.key is None or self.key.isprintable() else repr(self.key)  # e.g. a key "\n"
+        parts = [p for p in (self.file, key) if p]
+        # One line, always: a value or file name with a line break in it is shown escaped.
+        return ": ".join([*parts, self.message]).replace("\r", "\\r").replace("\n", "\\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -34,9 +35,17 @@ COMPLETED_MARKER = "SWEEP_COMPLETED"
 # --------------------------------------------------------------------------- trial functions (run in Ray)
 
 
+def _quiet_checkpoint_logs() -> None:
+    """Ray logs one INFO line per saved checkpoint, i.e. per trial and epoch: noise in a study's log."""
+    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
     """A Tune function trial."""
     from ray import tune
+
+    _quiet_checkpoint_logs()
 
     trial_id = tune.get_context().get_trial_id()
     cfg, variant, _ = trial_config(runtime, config)
@@ -115,6 +124,7 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    _quiet_checkpoint_logs()
     runtime: Runtime = loop_config["runtime"]
     cfg, variant, _ = trial_config(runtime, loop_config["config"])
 
@@ -174,6 +184,9 @@ def init_ray(params: Params) -> dict[str, float]:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's boxed tables do not read well in a log file
+    # Checkpoints every epoch with CheckpointConfig(num_to_keep) make Tune snapshot its state often, on purpose
+    # (the snapshot must not point at a deleted checkpoint); its warning about that would repeat every epoch.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         address = params.ray.address or os.environ.get("RAY_ADDRESS")
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}

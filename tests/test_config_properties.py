@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import load_params, load_study
@@ -179,6 +179,7 @@ def test_params_any_bytes(raw):
 
 @SETTINGS
 @given(doc=mappings)
+@example(doc={"\n": None})  # found by Hypothesis: the key itself broke the one-line message
 def test_params_any_mapping(doc):
     with tempfile.TemporaryDirectory() as d:
         _one_line_or_ok(lambda: load_params(_write(Path(d), "params.yaml", _dump(doc))))

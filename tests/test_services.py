@@ -164,3 +164,39 @@ def test_study_logs_through_an_mlflow_server(tmp_path, prepared_dir, mlflow_serv
     local = client.download_artifacts(runs[0].info.run_id, "config.yaml", str(tmp_path))
     assert "model:" in Path(local).read_text()
     assert list((store / "art").rglob("best_model.pt"))  # artifacts were served into the server's store
+
+
+def test_ray_session_shares_one_runtime_and_stops_it(tmp_path):
+    """`make repro` runs dvc under pipeline.ray_session: its processes connect to one runtime, gone afterwards."""
+    (tmp_path / "params.yaml").write_text("ray: {num_cpus: 2}\n")
+    probe = (
+        "import os, sys, ray; ray.init(address=os.environ['RAY_ADDRESS']); "
+        "print(os.environ['RAY_ADDRESS'], int(ray.cluster_resources()['CPU'])); sys.exit(3)"
+    )
+    env = _clean_env()
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.ray_session", sys.executable, "-c", probe],
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for _ in range(2)
+    ]
+    for r in runs:
+        assert r.returncode == 3, r.stderr[-2000:]  # the command's exit code, passed through
+    (address, cpus), (address2, _) = (r.stdout.split() for r in runs)
+    assert cpus == "2"
+    assert address != address2  # each session starts its own runtime
+    # ...and stops it: no Ray process of that runtime is left.
+    import psutil
+
+    time.sleep(2)
+    left = [
+        " ".join(p.info["cmdline"])[:200]
+        for p in psutil.process_iter(["cmdline"])
+        if f"--gcs-address={address}" in " ".join(p.info["cmdline"] or [])  # the raylet and Ray's agents
+    ]
+    assert not left, left
