@@ -19,11 +19,16 @@ from pipeline.cli import guarded
 from pipeline.config import load_params
 
 
+def _nothing_to_run(cmd: list[str]) -> bool:
+    """A plain `dvc repro` with every stage up to date needs no Ray runtime (`dvc status -q` exits 0)."""
+    return cmd == ["dvc", "repro"] and subprocess.run(["dvc", "status", "--quiet"]).returncode == 0
+
+
 @guarded
 def main(argv: list[str] | None = None) -> int:
     cmd = list(sys.argv[1:] if argv is None else argv) or ["dvc", "repro"]
     params = load_params("params.yaml")
-    if os.environ.get("RAY_ADDRESS") or params.ray.address:
+    if os.environ.get("RAY_ADDRESS") or params.ray.address or _nothing_to_run(cmd):
         return subprocess.call(cmd)
 
     # Ray turns token authentication on for the runtime it starts; the stages that connect to it must use the

@@ -40,13 +40,15 @@ def _git(cwd: Path, *args: str) -> None:
     )
 
 
-def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def _dvc(cwd: Path, *args: str, session: bool = False) -> subprocess.CompletedProcess:
+    """`dvc ARGS` in `cwd`; with `session`, under pipeline.ray_session, as `make repro` runs it."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
+    cmd = [str(Path(sys.executable).parent / "dvc"), *args]
+    if session:
+        cmd = [sys.executable, "-m", "pipeline.ray_session", "dvc", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_dvc_repro_tiny_profile_then_noop(tmp_path):
@@ -61,7 +63,7 @@ def test_dvc_repro_tiny_profile_then_noop(tmp_path):
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "copy")
 
-    first = _dvc(repo, "repro")
+    first = _dvc(repo, "repro", session=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     runs = json.loads((repo / "results" / "activations" / "runs.json").read_text())

@@ -1,0 +1,122 @@
+"""Batch image augmentation: every sample in an (N, C, H, W) tensor gets its own random draw, with no Python loop.
+
+Data sets live in memory as tensors (often on the GPU), so augmentation runs on whole batches with index
+arithmetic instead of torchvision's per-image transforms. Random numbers come from the `torch.Generator`
+passed in, which makes a run reproducible; they are drawn on the generator's device and then moved to the
+data's, so a CPU generator works with data on any device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.errors import ConfigError
+
+AugmentName = Literal["none", "crop", "flip", "crop_flip", "strong"]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _randint(high: int, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, high, (n,), generator=generator, device=generator.device).to(device)
+
+
+def _rand(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=generator.device).to(device)
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `padding` on each side, then cut an HxW window at a random offset per sample."""
+    if padding <= 0:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    dy = _randint(2 * padding + 1, n, generator, x.device)
+    dx = _randint(2 * padding + 1, n, generator, x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    # One gather: the four index tensors broadcast to (N, C, H, W).
+    return padded[batch, chan, rows, cols]
+
+
+def horizontal_flip(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each sample left-right with probability `p` (p=0: unchanged, p=1: all flipped)."""
+    flip = _rand(len(x), generator, x.device) < p
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator, p: float = 1.0) -> torch.Tensor:
+    """Random erasing as in Cutout (DeVries & Taylor, 2017): zero a size x size square per sample.
+
+    The square's centre is uniform over the image, so near a border part of it falls outside, as in the paper.
+    Zero is the channel mean of prepared (standardized) data, so the hole carries no signal.
+    """
+    n, _, h, w = x.shape
+    cy, cx = _randint(h, n, generator, x.device), _randint(w, n, generator, x.device)
+    apply = _rand(n, generator, x.device) < p
+    y0, x0 = cy - size // 2, cx - size // 2
+    ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_y = (ys >= y0[:, None]) & (ys < y0[:, None] + size)  # (N, H)
+    in_x = (xs >= x0[:, None]) & (xs < x0[:, None] + size)  # (N, W)
+    hole = in_y[:, :, None] & in_x[:, None, :] & apply[:, None, None]  # (N, H, W)
+    return x.masked_fill(hole[:, None], 0)
+
+
+def _chain(*fns: Augment) -> Augment:
+    def run(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for fn in fns:
+            x = fn(x, generator)
+        return x
+
+    return run
+
+
+def _identity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return x
+
+
+def _default_padding(x: torch.Tensor) -> int:
+    # An eighth of the side: the usual 4 px at 32 px (CIFAR), 3 px at 28 px, 1 px for 8x8 digits.
+    return max(1, min(x.shape[-2:]) // 8)
+
+
+AUGMENTS: tuple[str, ...] = ("none", "crop", "flip", "crop_flip", "strong")
+
+
+def list_augments() -> list[str]:
+    return list(AUGMENTS)
+
+
+def build_augment(name: AugmentName, padding: int | None = None) -> Augment:
+    """The batch augmentation called `name`, as `fn(x, generator) -> x`.
+
+    `padding` is the crop padding in pixels; None picks an eighth of the image side at call time.
+    `strong` = crop + flip + Cutout with a square of half the image side (the Cutout paper's 16 px at 32 px).
+    """
+    if name not in AUGMENTS:
+        raise ConfigError(f"unknown augment {name!r}; allowed: {', '.join(AUGMENTS)}", key="augment")
+    if padding is not None and padding < 0:
+        raise ConfigError(f"crop padding must be >= 0, got {padding}", key="padding")
+
+    def crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return random_crop(x, _default_padding(x) if padding is None else padding, g)
+
+    def erase(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return cutout(x, max(1, min(x.shape[-2:]) // 2), g)
+
+    def flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return horizontal_flip(x, 0.5, g)
+
+    policies: dict[str, Augment] = {
+        "none": _identity,
+        "crop": crop,
+        "flip": flip,
+        "crop_flip": _chain(crop, flip),
+        "strong": _chain(crop, flip, erase),
+    }
+    return policies[name]

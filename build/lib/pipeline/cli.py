@@ -1,0 +1,299 @@
+"""Command-line entry points. Every one turns a ConfigError into one line on stderr and exit code 2.
+
+`pipeline` (the console script, see USAGE) drives the studies through DVC, so `dvc.lock` always tells
+the truth; the DVC stages in stages/ share `guarded` and `setup_logging`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import logging
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pipeline.errors import ConfigError
+
+USAGE = """Run the studies through DVC and read their answers (dvc.lock stays true).
+
+    pipeline studies                     every study in params.yaml: results, report, DVC status
+    pipeline run STUDY [--profile P]     dvc repro report@STUDY  (another profile: dvc exp run -S profile=P ...)
+    pipeline report STUDY [--out DIR]    dvc repro --single-item report@STUDY  (or a scratch copy in DIR)
+    pipeline show STUDY                  the question, the answer and the table in the terminal
+
+Bad input prints one line and exits with code 2."""
+
+
+def guarded(main: Callable[..., int | None]) -> Callable[..., int]:
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        from pipeline.errors import ConfigError
+
+        try:
+            return main(*args, **kwargs) or 0
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The library's warnings and notes as plain `warning: ...` lines on stderr (stages and the CLI)."""
+    logger = logging.getLogger("pipeline")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_LineFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line and exit code 2 (argparse's default prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# --------------------------------------------------------------------------- the project's layout
+
+
+class Project:
+    """params.yaml and the per-study paths, read from dvc.yaml's command lines (never hard-coded here)."""
+
+    def __init__(self, root: Path):
+        from pipeline.config import load_params
+
+        self.root = root
+        self.params_file = root / "params.yaml"
+        self.params = load_params(self.params_file)
+        self._dvc = self._read_dvc_yaml()
+
+    def _read_dvc_yaml(self) -> dict[str, Any]:
+        from pipeline.config import read_yaml
+
+        return read_yaml(self.root / "dvc.yaml")
+
+    def check_study(self, name: str) -> str:
+        if name not in self.params.studies:
+            allowed = ", ".join(self.params.studies) or "none"
+            raise ConfigError(f"unknown study {name!r}; params.yaml studies: {allowed}", file=str(self.params_file))
+        return name
+
+    def stage_args(self, stage: str, study: str) -> dict[str, str]:
+        """The `--flag value` pairs of a foreach stage's command for one study."""
+        entry = self._dvc.get("stages", {}).get(stage)
+        if not isinstance(entry, dict) or "cmd" not in entry.get("do", {}):
+            raise ConfigError(f"no foreach stage {stage!r} with a cmd", file=str(self.root / "dvc.yaml"))
+        words = shlex.split(entry["do"]["cmd"].replace("${item}", study))
+        return {w[2:]: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
+
+    def paths(self, study: str) -> dict[str, Path]:
+        args = self.stage_args("report", study)
+        return {
+            "spec": self.root / args["study"],
+            "results": self.root / args["results"],
+            "report": self.root / args["out"],
+            "data": self.root / args["data"] if "data" in args else None,
+        }
+
+
+def _dvc() -> str:
+    exe = Path(sys.executable).with_name("dvc")
+    return str(exe) if exe.exists() else (shutil.which("dvc") or "dvc")
+
+
+def dvc_status(root: Path) -> dict[str, bool] | None:
+    """stage name -> changed, from `dvc status --json`; None when DVC cannot tell (no git, no DVC repo)."""
+    try:
+        res = subprocess.run([_dvc(), "status", "--json"], cwd=root, capture_output=True, text=True, timeout=120)
+        changed = json.loads(res.stdout) if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError):
+        return None
+    if changed is None:
+        return None
+    return {name: True for name in changed}
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_studies(project: Project, args: argparse.Namespace) -> int:
+    status = None if args.no_dvc else dvc_status(project.root)
+    rows = []
+    for name in project.params.studies:
+        p = project.paths(name)
+        runs_file, sweep_file = p["results"] / "runs.json", p["results"] / "sweep.json"
+        if runs_file.is_file() and sweep_file.is_file():
+            sweep = json.loads(sweep_file.read_text())
+            results = f"{len(json.loads(runs_file.read_text()))} runs ({sweep.get('profile')})"
+        else:
+            results = "none"
+        report = "yes" if (p["report"] / "analysis.json").is_file() else "none"
+        if status is None:
+            dvc = "?"
+        else:
+            stale = [s for s in (f"study@{name}", f"report@{name}") if status.get(s)]
+            dvc = "changed: " + ", ".join(s.split("@")[0] for s in stale) if stale else "up to date"
+        question = ""
+        if p["spec"].is_file():
+            from pipeline.config import read_yaml
+
+            question = str(read_yaml(p["spec"]).get("question", ""))
+        rows.append({"study": name, "results": results, "report": report, "dvc": dvc, "question": question})
+    if not rows:
+        print("no studies in params.yaml")
+        return 0
+    print(_table(rows))
+    if status is None and not args.no_dvc:
+        print("(dvc status unavailable: not a git + DVC checkout?)")
+    return 0
+
+
+def run_command(project: Project, study: str, profile: str | None) -> list[str]:
+    """How `pipeline run` runs a study through DVC.
+
+    Without a profile (or with the one params.yaml already names): `dvc repro report@STUDY`. With another
+    profile: `dvc exp run -S profile=P report@STUDY`, which lets DVC itself set `profile` in params.yaml,
+    records the params in dvc.lock (so `dvc status` stays true) and keeps the run as a DVC experiment
+    (`dvc exp show`). The workspace keeps profile=P afterwards, as DVC leaves it.
+    """
+    target = f"report@{study}"
+    if profile is None or profile == project.params.profile:
+        return [_dvc(), "repro", target]
+    if profile not in project.params.profiles:
+        allowed = ", ".join(project.params.profiles)
+        raise ConfigError(f"unknown profile {profile!r}; allowed: {allowed}", file=str(project.params_file))
+    return [_dvc(), "exp", "run", "-S", f"profile={profile}", target]
+
+
+def _run(cmd: list[str], root: Path, dry_run: bool) -> int:
+    print("$ " + " ".join(shlex.quote(Path(c).name if i == 0 else c) for i, c in enumerate(cmd)), flush=True)
+    if dry_run:
+        return 0
+    return subprocess.run(cmd, cwd=root).returncode
+
+
+def cmd_run(project: Project, args: argparse.Namespace) -> int:
+    study = project.check_study(args.study)
+    return _run(run_command(project, study, args.profile), project.root, args.dry_run)
+
+
+def cmd_report(project: Project, args: argparse.Namespace) -> int:
+    study = project.check_study(args.study)
+    if args.out is None:
+        # --single-item: rebuild the report from the current results without re-running a stale sweep
+        return _run([_dvc(), "repro", "--single-item", f"report@{study}"], project.root, args.dry_run)
+    from pipeline.config import load_study
+    from pipeline.report import build_report
+
+    p = project.paths(study)
+    if not (p["results"] / "runs.json").is_file():
+        raise ConfigError("no results yet; run `pipeline run STUDY` first", file=str(p["results"] / "runs.json"))
+    spec = load_study(p["spec"], project.params, str(project.params_file)).spec
+    setup_logging()
+    out = build_report(
+        p["results"],
+        args.out,
+        spec.question,
+        spec.metric,
+        spec.mode,
+        spec.target.model_dump() if spec.target else None,
+        spec.report,
+        p["data"] if p["data"] and p["data"].is_dir() else None,
+        log_to_mlflow=False,  # a scratch copy must not replace the pipeline's report in MLflow
+    )
+    print(f"wrote {args.out}: {out['analysis']['answer']}")
+    return 0
+
+
+def cmd_show(project: Project, args: argparse.Namespace) -> int:
+    from pipeline.html import load_report
+    from pipeline.report import table_rows
+
+    study = project.check_study(args.study)
+    paths = project.paths(study)
+    a = load_report(paths["report"])
+    question = a.get("question")
+    if not question and paths["spec"].is_file():  # a report built before the question was stored in it
+        from pipeline.config import read_yaml
+
+        question = read_yaml(paths["spec"]).get("question", "")
+    width = max(60, min(shutil.get_terminal_size((100, 20)).columns, 120))
+    print(f"{study}: {question}")
+    print()
+    print(textwrap.fill(a["answer"], width=width))
+    print()
+    print(_table(table_rows(a)))
+    conf = a.get("confusion") or {}
+    if "accuracy" in conf:
+        best = f"{conf['variant']}, seed {conf['seed']}, run {conf['run_id']}"
+        print(f"\nbest run ({best}) on the test split: accuracy {conf['accuracy']:.4g}")
+    return 0
+
+
+def _table(rows: list[dict[str, str]]) -> str:
+    """Plain aligned columns: readable in a terminal and in a log file alike."""
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols).rstrip(), "  ".join("-" * widths[c] for c in cols)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="pipeline", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=None, help="project folder with params.yaml and dvc.yaml (default: .)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("studies", help="list the studies with the state of their results and reports")
+    p.add_argument("--no-dvc", action="store_true", help="skip `dvc status` (faster)")
+    p.set_defaults(fn=cmd_studies)
+
+    p = sub.add_parser(
+        "run",
+        help="run a study (sweep and report) through DVC",
+        description=inspect.cleandoc(run_command.__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("study")
+    p.add_argument("--profile", help="a profile of params.yaml (default, tiny, full, ...)")
+    p.add_argument("--dry-run", action="store_true", help="print the DVC command only")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("report", help="rebuild a study's report from its current results")
+    p.add_argument("study")
+    p.add_argument("--out", type=Path, help="write a scratch report here instead (no DVC, no MLflow logging)")
+    p.add_argument("--dry-run", action="store_true", help="print the DVC command only")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("show", help="print a study's question, answer and table")
+    p.add_argument("study")
+    p.set_defaults(fn=cmd_show)
+    return ap
+
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.config import project_root
+
+    args = build_parser().parse_args(argv)
+    root = (args.root or project_root()).resolve()
+    if not (root / "params.yaml").is_file():
+        raise ConfigError("no params.yaml here; run from the project folder or pass --root", file=str(root))
+    return args.fn(Project(root), args)

@@ -1,0 +1,413 @@
+"""Typed configuration: `params.yaml` (global defaults and profiles) and `experiments/<study>.yaml`.
+
+YAML holds values only; the pydantic models here validate them and reject unknown keys. A study's
+trials are resolved in layers, later ones winning:
+
+    params.defaults  <-  experiments/<study>.yaml  <-  params.profiles[<profile>]
+                     <-  the study's own profiles[<profile>]  <-  one point of the search space
+
+Every error is a `ConfigError` naming the file, the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- params.yaml
+
+
+class DataRoot(Strict):
+    root: str = "data/raw"  # torchvision data sets live under <root>/<Class>/raw
+    download: bool = False
+
+
+class MlflowConfig(Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"  # relative paths are relative to the project root
+    async_logging: bool = True
+
+
+class RayConfig(Strict):
+    address: str | None = None  # None: RAY_ADDRESS if set, else a local runtime
+    num_cpus: int | None = Field(None, ge=1)  # local runtime only
+    num_gpus: int | None = Field(None, ge=0)
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)  # None: derived from the cluster's resources
+    storage_path: str = "ray_results"  # Tune/Train results and checkpoints; a shared path on a cluster
+    max_failures: int = Field(2, ge=0)  # retries of a trial (from its last checkpoint) after a crash
+
+
+class Params(Strict):
+    profile: str = "default"
+    seed: int = 0
+    studies: list[str] = Field(default_factory=list)
+    data: DataRoot = Field(default_factory=DataRoot)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    defaults: dict[str, Any] = Field(default_factory=dict)  # study keys every study starts from
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"default": {}})
+
+    @field_validator("profiles")
+    @classmethod
+    def _has_default(cls, v: dict) -> dict:
+        v.setdefault("default", {})
+        return v
+
+
+# --------------------------------------------------------------------------- a trial
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    grad_clip: float | None = Field(None, gt=0)  # clip-by-norm threshold
+    augment: Literal["none", "crop", "flip", "crop_flip", "strong"] = "none"
+    train_limit: int | None = Field(None, ge=1)  # use only the first N training samples
+    diagnostics: bool = True  # per-layer gradient/weight norms, dead units, activation std
+    checkpoint_every: int = Field(1, ge=0)  # epochs between checkpoints; 0 turns them off
+    eval_batch_size: int = Field(1024, ge=1)
+    # Opt-in speed for GPU runs; the defaults keep CPU studies bit-for-bit as they were.
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward and loss (weights stay fp32)
+    channels_last: bool = False  # NHWC memory layout for image models and batches (faster convs on GPU)
+
+
+class Component(Strict):
+    """A registry name plus that entry's own options (validated against the entry's Options class)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(Component):
+    init: str = "default"  # weight initialization scheme (pipeline.models.init)
+
+
+class TrialConfig(Strict):
+    """Everything one trial needs; saved with every run as the resolved config."""
+
+    study: str
+    model: ModelSpec
+    dataset: Component
+    train: TrainConfig
+    seed: int
+
+
+# --------------------------------------------------------------------------- experiments/<study>.yaml
+
+SearchAlgorithm = Literal["grid", "random", "optuna"]
+
+
+class Search(Strict):
+    algorithm: SearchAlgorithm = "grid"
+    # dotted key -> list of values (grid) or {choice|uniform|loguniform|randint: [...]}
+    space: dict[str, Any] = Field(default_factory=dict)
+    num_samples: int = Field(1, ge=1)  # configurations drawn by random/optuna search
+    scheduler: Literal["none", "asha"] = "none"
+    grace_period: int = Field(1, ge=1)  # ASHA: epochs before a trial may be stopped
+    reduction_factor: int = Field(3, ge=2)
+
+
+class Target(Strict):
+    """'Epochs to reach <metric> >= value' (or <= for mode min) is reported per trial."""
+
+    metric: str = "val_accuracy"
+    value: float
+
+
+class Resources(Strict):
+    workers_per_trial: int | None = Field(None, ge=1)
+    cpus_per_worker: float | None = Field(None, gt=0)
+    gpus_per_worker: float | None = Field(None, ge=0)
+
+
+class StudySpec(Strict):
+    question: str
+    model: dict[str, Any]  # {name: <family>, init: ..., <family options>}
+    dataset: dict[str, Any]  # {name: <dataset>, <dataset options>}
+    train: dict[str, Any] = Field(default_factory=dict)
+    search: Search = Field(default_factory=Search)
+    seeds: int = Field(2, ge=1)
+    metric: str = "val_accuracy"  # decides best trial, ASHA, the report's ranking
+    mode: Literal["max", "min"] = "max"
+    target: Target | None = None
+    resources: Resources = Field(default_factory=Resources)
+    report: list[str] = Field(default_factory=list)  # study-specific report sections (pipeline.extras)
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- loading and errors
+
+
+def _first_error(e: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
+    err = e.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join([p for p in (prefix, *loc) if p])
+    if err["type"] == "extra_forbidden":
+        allowed = _fields_at(model, loc[:-1])
+        return ConfigError(f"unknown key; allowed: {', '.join(allowed)}", key=key)
+    if err["type"] == "missing":
+        return ConfigError("required key is missing", key=key)
+    return ConfigError(f"{err['msg']} (got {err.get('input')!r})", key=key)
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def validate(model: type[BaseModel], data: Any, *, file: str | None = None, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise _first_error(e, model, prefix).located(file=file) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("file not found", file=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start})", file=str(path)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
+        # one line: a ReaderError's str() spans two lines, with its own "in <unicode string>" position
+        raise ConfigError(f"not valid YAML{where}: {' '.join(str(problem).split())}", file=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"must be a mapping of keys to values, got {type(data).__name__}", file=str(path))
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    params: Params = validate(Params, read_yaml(path), file=str(path))
+    if params.profile not in params.profiles:
+        raise ConfigError(
+            f"unknown profile {params.profile!r}; allowed: {', '.join(params.profiles)}", file=str(path), key="profile"
+        )
+    return params
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "space":
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def study_name(path: str | Path) -> str:
+    return Path(path).stem
+
+
+def load_study(path: str | Path, params: Params, params_file: str = "params.yaml") -> Study:
+    """Read, layer and validate a study spec, including every point of its search space."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw.get("profiles", {}), dict):
+        raise ConfigError("must be a mapping of profile name to overrides", file=str(path), key="profiles")
+    unknown = set(raw.get("profiles", {})) - set(params.profiles)
+    if unknown:
+        raise ConfigError(
+            f"unknown profile {sorted(unknown, key=str)[0]!r}; allowed: {', '.join(params.profiles)}",
+            file=str(path),
+            key="profiles",
+        )
+    # The spec as written is checked on its own first, so a profile overlay cannot hide a bad value.
+    base = deep_merge(params.defaults, {k: v for k, v in raw.items() if k != "profiles"})
+    Study(study_name(path), path, validate(StudySpec, base, file=str(path)), params).validate_space()
+    merged = deep_merge(base, params.profiles[params.profile])
+    merged = deep_merge(merged, raw.get("profiles", {}).get(params.profile, {}))
+    # Profile keys may only name study keys: an error there points at params.yaml.
+    validate(
+        StudySpec,
+        deep_merge({"question": "", "model": {}, "dataset": {}}, params.profiles[params.profile]),
+        file=params_file,
+        prefix=f"profiles.{params.profile}",
+    )
+    spec: StudySpec = validate(StudySpec, merged, file=str(path))
+    from pipeline.extras import get_extra
+
+    for i, name in enumerate(spec.report):
+        try:
+            get_extra(name)
+        except ConfigError as e:
+            raise ConfigError(e.message, file=str(path), key=f"report.{i}") from None
+    study = Study(study_name(path), path, spec, params)
+    study.validate_space()
+    return study
+
+
+def _component(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError("must be a mapping with a 'name'", key=key)
+    special = {"name", "init"} if key == "model" else {"name"}
+    return {**{k: raw[k] for k in special if k in raw}, "options": {k: v for k, v in raw.items() if k not in special}}
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):  # `model.activation.x`: activation holds a value, not options
+            raise ConfigError(f"{p!r} is a value, not a section with keys", key=key)
+    d[last] = value
+
+
+class Study:
+    """A validated study spec in the active profile, and how to resolve its trials."""
+
+    def __init__(self, name: str, path: Path, spec: StudySpec, params: Params):
+        self.name, self.path, self.spec, self.params = name, path, spec, params
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.params.seed + i for i in range(self.spec.seeds)]
+
+    def base_trial_dict(self) -> dict[str, Any]:
+        return {
+            "model": dict(self.spec.model),
+            "dataset": dict(self.spec.dataset),
+            "train": dict(self.spec.train),
+        }
+
+    def resolve(self, point: dict[str, Any], seed: int) -> TrialConfig:
+        """The full config of one trial: the base plus one point of the search space."""
+        d = self.base_trial_dict()
+        for key, value in point.items():
+            set_dotted(d, key, value)
+        return self._validate_trial(d, seed)
+
+    def _validate_trial(self, d: dict[str, Any], seed: int) -> TrialConfig:
+        from pipeline.data import DATASETS
+        from pipeline.models import MODELS
+        from pipeline.models.init import INIT_SCHEMES
+
+        file = str(self.path)
+        try:
+            model, dataset = _component(d["model"], "model"), _component(d["dataset"], "dataset")
+            trial = validate(
+                TrialConfig,
+                {"study": self.name, "model": model, "dataset": dataset, "train": d["train"], "seed": seed},
+                file=file,
+            )
+            for key, registry, comp in (("model", MODELS, trial.model), ("dataset", DATASETS, trial.dataset)):
+                try:
+                    entry = registry.get(comp.name)
+                except ConfigError as e:
+                    raise e.located(file=file, key_prefix=f"{key}.name") from None
+                opts = validate(entry.options, comp.options, file=file, prefix=key)
+                comp.options = opts.model_dump()
+            if trial.model.init not in INIT_SCHEMES:
+                raise ConfigError(
+                    f"unknown init {trial.model.init!r}; allowed: {', '.join(INIT_SCHEMES)}",
+                    file=file,
+                    key="model.init",
+                )
+        except ConfigError as e:
+            raise e.located(file=file) from None
+        return trial
+
+    # ---- search space
+
+    def space_values(self, key: str) -> list[Any]:
+        """Representative values of one axis: every grid/choice value, or a range's two ends."""
+        v = self.spec.search.space[key]
+        if isinstance(v, list):
+            if not v:
+                raise ConfigError("needs at least one value", file=str(self.path), key=f"search.space.{key}")
+            return v
+        if isinstance(v, dict) and len(v) == 1:
+            ((kind, args),) = v.items()
+            if kind in ("grid", "choice") and isinstance(args, list) and args:
+                return args
+            if kind in ("uniform", "loguniform", "randint") and isinstance(args, list) and len(args) == 2:
+                if self.spec.search.algorithm == "grid":
+                    raise ConfigError(
+                        f"'{kind}' needs search.algorithm random or optuna; grid takes a list",
+                        file=str(self.path),
+                        key=f"search.space.{key}",
+                    )
+                return args
+        raise ConfigError(
+            "must be a list of values or one of {grid|choice: [...]}, {uniform|loguniform|randint: [low, high]}",
+            file=str(self.path),
+            key=f"search.space.{key}",
+        )
+
+    def validate_space(self) -> None:
+        """Resolve the base and every value of every axis now, so a bad value fails before any run starts."""
+        seed = self.seeds[0]
+        self.resolve({}, seed)
+        for key in self.spec.search.space:
+            if key.split(".")[0] not in ("model", "dataset", "train"):
+                raise ConfigError(
+                    "search keys start with model., dataset. or train.", file=str(self.path), key=f"search.space.{key}"
+                )
+            for value in self.space_values(key):
+                try:
+                    self.resolve({key: value}, seed)
+                except ConfigError as e:
+                    raise ConfigError(
+                        f"search value {value!r}: {e.message}", file=str(self.path), key=f"search.space.{key}"
+                    ) from None
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of a grid space (the full list of variants)."""
+        keys = list(self.spec.search.space)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.space_values(k) for k in keys))]
+
+    def variant(self, point: dict[str, Any]) -> str:
+        """A short, stable label for a point of the space: `relu`, or `hidden=[64],lr=0.1`."""
+        if not point:
+            return "base"
+        if len(point) == 1:
+            return _fmt(next(iter(point.values())))
+        return ",".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in point.items())
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):  # a whole component as one grid value: `ngram_lm(n=3,embedding_dim=64)`
+        args = ",".join(f"{k}={_fmt(x)}" for k, x in v.items() if k != "name")
+        return f"{v['name']}({args})" if "name" in v and args else str(v.get("name", args))
+    return str(v)
+
+
+def project_root() -> Path:
+    """The folder holding params.yaml: DVC stages run from it; tests point PIPELINE_ROOT elsewhere."""
+    return Path(os.environ.get("PIPELINE_ROOT", os.getcwd())).resolve()

@@ -1,0 +1,178 @@
+"""Report sections of the generative study: sample quality measured the same way for every family, and the
+autoencoders' latent spaces.
+
+Sample quality uses a *judge*: a small classifier trained here, deterministically, on the study's own
+prepared training split. Every run's best weights draw as many samples as the test split has images, and
+the report compares (1) the Fréchet distance between judge features of the samples and of the real test
+images (FID's formula with a judge fitted to this data instead of Inception), (2) the judge's mean
+confidence on the samples (recognizable digits score high) and (3) the entropy of its mean predicted class
+distribution (ln 10 = 2.30 when every class is generated equally often; low when the model collapses to a few).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline import plots
+from pipeline.data import Splits
+from pipeline.extras import ExtraContext, ExtraResult, register_extra
+from pipeline.extras.trained import by_variant, comparison, ok_runs, ranked_variants, single_thread, trained
+from pipeline.stats import summarize
+from pipeline.tasks_generative import feature_gaussian, frechet_distance
+
+JUDGE_STEPS = 600  # Adam steps of batch 128: ~70 epochs of 8x8 digits, ~8 of a 10k MNIST subset
+SAMPLE_SEED = 0
+
+
+class Judge(nn.Module):
+    """MLP classifier whose 64-unit penultimate layer is the feature space of the Fréchet distance."""
+
+    def __init__(self, n_in: int, n_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(n_in, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU())
+        self.head = nn.Linear(64, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def train_judge(data: Splits, steps: int = JUDGE_STEPS, seed: int = 0) -> tuple[Judge, float]:
+    """The judge and its test accuracy. Seeded: every report of the same data gets the same judge."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        judge = Judge(data.x_train[0].numel(), data.info.num_classes)
+        opt = torch.optim.Adam(judge.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(seed)
+        n = len(data.x_train)
+        for _ in range(steps):
+            b = torch.randint(n, (min(128, n),), generator=g)
+            loss = F.cross_entropy(judge(data.x_train[b]), data.y_train[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    judge.eval()
+    with torch.no_grad():
+        acc = float((judge(data.x_test).argmax(1) == data.y_test).float().mean())
+    return judge, acc
+
+
+@torch.no_grad()
+def judge_scores(judge: Judge, images: torch.Tensor, real: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    feats = judge.features(images)
+    probs = judge.head(feats).softmax(1)
+    mean_p = probs.mean(0)
+    return {
+        "classifier_fd": frechet_distance(*real, *feature_gaussian(feats)),
+        "confidence": float(probs.max(1).values.mean()),
+        "class_entropy": float(-(mean_p * mean_p.clamp_min(1e-12).log()).sum()),
+    }
+
+
+@register_extra("sample_quality")
+def sample_quality(ctx: ExtraContext) -> ExtraResult:
+    """Judge-feature Fréchet distance, judge confidence and class coverage of every run's samples."""
+    with single_thread():
+        return _sample_quality(ctx)
+
+
+def _sample_quality(ctx: ExtraContext) -> ExtraResult:
+    runs = by_variant(ok_runs(ctx))
+    if ctx.data_dir is None or not runs:
+        return ExtraResult(["Sample quality needs the prepared data and a finished run."])
+    order = [v for v in ranked_variants(ctx) if v in runs]
+    _, _, data = trained(ctx, runs[order[0]][0])
+    judge, judge_acc = train_judge(data)
+    n = len(data.x_test)
+    with torch.no_grad():
+        real = feature_gaussian(judge.features(data.x_test))
+        # the floor: real training images against the real test images, same count
+        floor = judge_scores(judge, data.x_train[:n], real)
+    scores: dict[str, dict[str, list[float]]] = {}
+    grids: dict[str, torch.Tensor] = {}
+    recons: dict[str, torch.Tensor] = {}
+    for variant in order:
+        for i, run in enumerate(runs[variant]):
+            model, _, _ = trained(ctx, run)
+            with torch.no_grad():
+                samples = model.sample(n, generator=torch.Generator().manual_seed(SAMPLE_SEED)).float()
+            for k, v in judge_scores(judge, samples, real).items():
+                scores.setdefault(k, {}).setdefault(variant, []).append(v)
+            if i == 0:
+                grids[variant] = samples[:64]
+                if hasattr(model, "encode"):
+                    with torch.no_grad():
+                        originals = data.x_test[:32]
+                        recons[variant] = torch.cat([originals, model.decode(model.encode(originals))])
+    sentence, fd_table = comparison(scores["classifier_fd"], "classifier_fd", "min")
+    mean = lambda vals: sum(vals) / len(vals)  # noqa: E731
+    sentences = [
+        f"Sample quality, judged by a classifier trained on the same data (test accuracy {judge_acc:.3f}): " + sentence,
+        "Judge confidence on samples: "
+        + ", ".join(f"{v} {mean(x):.3f}" for v, x in scores["confidence"].items())
+        + f" (real test images: {floor['confidence']:.3f}); class entropy: "
+        + ", ".join(f"{v} {mean(x):.2f}" for v, x in scores["class_entropy"].items())
+        + f" (real: {floor['class_entropy']:.2f}, uniform: {math.log(data.info.num_classes):.2f}).",
+        f"For scale, real training images score a Fréchet distance of {floor['classifier_fd']:.3g} to the test images.",
+    ]
+    figs = [
+        plots.image_grids(grids, ctx.out_dir / "figures" / "samples.png", f"{ctx.study}: samples (first seed)"),
+    ]
+    if recons:
+        figs.append(
+            plots.image_grids(
+                recons,
+                ctx.out_dir / "figures" / "reconstructions.png",
+                f"{ctx.study}: test images (top) and reconstructions (bottom)",
+            )
+        )
+    table: dict[str, Any] = {
+        "judge_test_accuracy": judge_acc,
+        "real_floor": floor,
+        "samples_per_run": n,
+        "classifier_fd": fd_table,
+        **{
+            k: {v: {**summarize(x).as_dict(), "values": x} for v, x in scores[k].items()}
+            for k in ("confidence", "class_entropy")
+        },
+    }
+    return ExtraResult(sentences, figs, table)
+
+
+def _pca2(z: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Project onto the first two principal components; returns (points, fraction of variance kept)."""
+    z = z.double() - z.double().mean(0)
+    if z.shape[1] <= 2:
+        return z.float(), 1.0
+    _, s, v = torch.linalg.svd(z, full_matrices=False)
+    var = s**2
+    return (z @ v[:2].T).float(), float(var[:2].sum() / var.sum())
+
+
+@register_extra("latent_space")
+def latent_space(ctx: ExtraContext) -> ExtraResult:
+    """The test images' codes (the VAE's posterior means) in 2-D, coloured by class, for each autoencoder."""
+    with single_thread():
+        return _latent_space(ctx)
+
+
+def _latent_space(ctx: ExtraContext) -> ExtraResult:
+    runs = by_variant(ok_runs(ctx))
+    panels, kept = {}, {}
+    for variant in [v for v in ranked_variants(ctx) if v in runs]:
+        model, _, data = trained(ctx, runs[variant][0])
+        if not hasattr(model, "encode"):
+            continue
+        with torch.no_grad():
+            xy, frac = _pca2(model.encode(data.x_test))
+        label = variant if frac == 1.0 else f"{variant} (PCA, {100 * frac:.0f}% of variance)"
+        panels[label] = (xy.numpy(), data.y_test.numpy())
+        kept[variant] = frac
+    if not panels:
+        return ExtraResult([], [], {})
+    fig = plots.latent_scatter(panels, ctx.out_dir / "figures" / "latent_space.png", f"{ctx.study}: test codes")
+    return ExtraResult([], [fig], {"pca_variance_kept": kept})

@@ -1,0 +1,194 @@
+"""`site/index.html`: one self-contained page with every study's question, answer, table and figures.
+
+Self-contained: the figures are embedded as base64 data URIs and there is no script, no external style
+sheet and no remote request, so the page opens from a file, an e-mail or a CI artifact. Each variant
+links to its runs in the MLflow UI: `<ui>/#/experiments/<experiment_id>/runs/<run_id>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.report import TEST_NAMES, table_rows
+
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+MLFLOW_UI_ENV = "PIPELINE_MLFLOW_UI"
+
+# Captions for the report's standard figures; other figures (report extras) are captioned by file name.
+CAPTIONS = {
+    "curve_": "{rest} per epoch: mean over seeds, band ±1 std",
+    "final_": "final {rest} per variant: mean, 95% CI, one dot per seed",
+    "grad_norm_layers": "per-layer gradient norm after the first epoch",
+    "confusion_best": "confusion matrix of the best run on the test split",
+}
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1em 2em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-top: 2px solid #ddd; padding-top: 1em; margin-top: 2em; }
+.meta { color: #666; font-size: 0.9em; }
+.question { font-size: 1.15em; font-style: italic; }
+.answer { background: #f4f8ff; border-left: 4px solid #3b7dd8; padding: 0.6em 1em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; } td.variant, th.variant { text-align: left; font-weight: 600; }
+tr.best td { background: #fff6e0; }
+a.failed { color: #b00; text-decoration: line-through; }
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 1em; }
+figure { margin: 0; border: 1px solid #eee; padding: 0.5em; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption { color: #555; font-size: 0.85em; }
+nav li { margin: 0.2em 0; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def mlflow_ui_base(explicit: str | None = None, tracking_uri: str | None = None) -> str:
+    """Where the MLflow UI is: the explicit value, else $PIPELINE_MLFLOW_UI, else the tracking server
+    itself when runs were logged to one over HTTP, else a local `mlflow ui`."""
+    base = explicit or os.environ.get(MLFLOW_UI_ENV)
+    if not base and tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        base = tracking_uri
+    return (base or DEFAULT_MLFLOW_UI).rstrip("/")
+
+
+def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def experiment_url(ui_base: str, experiment_id: str) -> str:
+    return f"{ui_base}/#/experiments/{experiment_id}"
+
+
+def data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def _caption(path: Path) -> str:
+    stem = path.stem
+    for prefix, text in CAPTIONS.items():
+        if stem.startswith(prefix):
+            return text.format(rest=stem[len(prefix) :])
+    if "_vs_" in stem:
+        y, x = stem.split("_vs_", 1)
+        return f"{y} against {x} (mean ± std per variant)"
+    return stem.replace("_", " ")
+
+
+def load_report(report_dir: Path) -> dict[str, Any]:
+    path = Path(report_dir) / "analysis.json"
+    if not path.is_file():
+        raise ConfigError("report missing; run its report stage (dvc repro report@<study>)", file=str(path))
+    return json.loads(path.read_text())
+
+
+def _figures(report_dir: Path, analysis: dict[str, Any]) -> list[Path]:
+    """The report's figures in the order it made them, then any other PNG in its figures folder."""
+    listed = [report_dir / f for f in analysis.get("figures", [])]
+    others = sorted(p for p in (report_dir / "figures").glob("*.png") if p not in listed)
+    return [p for p in listed + others if p.is_file()]
+
+
+def _run_links(row: dict[str, Any], ui: str, experiment_id: str | None) -> str:
+    if not experiment_id:
+        return ""
+    links = []
+    for r in sorted(row.get("run_ids", []), key=lambda r: r["seed"]):
+        cls = "" if r["status"] == "FINISHED" else ' class="failed"'
+        title = f"seed {r['seed']}: {r['status']}"
+        links.append(
+            f'<a href="{escape(run_url(ui, experiment_id, r["run_id"]))}"{cls} title="{escape(title)}">s{r["seed"]}</a>'
+        )
+    return " ".join(links)
+
+
+def study_section(report_dir: Path, ui_base: str | None = None) -> str:
+    report_dir = Path(report_dir)
+    a = load_report(report_dir)
+    study = a.get("study") or report_dir.name
+    ui = mlflow_ui_base(ui_base, a.get("tracking_uri"))
+    exp = a.get("experiment_id")
+    rows = table_rows(a)
+    header = list(rows[0]) if rows else []
+    out = [f'<section id="{escape(study)}">', f"<h2>{escape(study)}</h2>"]
+    out.append(f'<p class="question">{escape(a.get("question") or "")}</p>')
+    out.append(f'<p class="answer"><b>Answer (generated from the runs).</b> {escape(a["answer"])}</p>')
+    meta = [f"metric <code>{escape(a['metric'])}</code> ({escape(a['mode'])})"]
+    if a.get("profile"):
+        meta.append(f"profile <code>{escape(str(a['profile']))}</code>")
+    if a.get("seeds") is not None:
+        meta.append(f"seeds {escape(str(a['seeds']))}")
+    if exp:
+        meta.append(f'<a href="{escape(experiment_url(ui, exp))}">MLflow experiment {escape(str(exp))}</a>')
+        if a.get("parent_run_id"):
+            meta.append(f'<a href="{escape(run_url(ui, exp, a["parent_run_id"]))}">sweep parent run</a>')
+    out.append(f'<p class="meta">{" · ".join(meta)}</p>')
+    if rows:
+        cells = "".join(f'<th class="{"variant" if h == "variant" else ""}">{escape(h)}</th>' for h in header)
+        out += ['<div class="scroll"><table>', f"<thead><tr>{cells}<th>MLflow runs</th></tr></thead>", "<tbody>"]
+        for r in rows:
+            v = r["variant"]
+            tds = "".join(f'<td class="{"variant" if h == "variant" else ""}">{escape(r[h])}</td>' for h in header)
+            links = _run_links(a["variants"][v], ui, exp)
+            out.append(f'<tr class="{"best" if r["rank"] == "1" else ""}">{tds}<td>{links}</td></tr>')
+        out += ["</tbody>", "</table></div>"]
+        test = TEST_NAMES.get(a.get("test", "welch"), a.get("test"))
+        out.append(
+            f'<p class="meta">mean ± std [95% CI] over seeds; p: {escape(str(test))} against the best variant; '
+            f"* significant at alpha {a.get('alpha', 0.05):g}.</p>"
+        )
+    conf = a.get("confusion") or {}
+    if "accuracy" in conf:
+        out.append(
+            f'<p class="meta">Best run ({escape(conf["variant"])}, seed {conf["seed"]}) re-evaluated on the test '
+            f"split: accuracy {conf['accuracy']:.4g} on {conf['n']} samples.</p>"
+        )
+    figs = _figures(report_dir, a)
+    if figs:
+        out.append('<div class="figures">')
+        for p in figs:
+            cap = escape(_caption(p))
+            out.append(f'<figure><img src="{data_uri(p)}" alt="{cap}"><figcaption>{cap}</figcaption></figure>')
+        out.append("</div>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def render_index(report_dirs: Sequence[Path], ui_base: str | None = None, title: str = "Studies") -> str:
+    """The whole page for the given report folders, in order. Deterministic: same reports, same bytes."""
+    toc, sections = [], []
+    for d in map(Path, report_dirs):
+        a = load_report(d)
+        name = a.get("study") or d.name
+        toc.append(f'<li><a href="#{escape(name)}">{escape(name)}</a>: {escape(a.get("question") or "")}</li>')
+        sections.append(study_section(d, ui_base))
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            # an empty icon: otherwise the browser asks for /favicon.ico and logs a failed request
+            '<link rel="icon" href="data:,">',
+            f"<title>{escape(title)}</title>",
+            f"<style>{STYLE}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{escape(title)}</h1>",
+            f'<p class="meta">{len(sections)} studies, built from reports/&lt;study&gt;/analysis.json</p>',
+            "<nav><ul>",
+            *toc,
+            "</ul></nav>",
+            *sections,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )

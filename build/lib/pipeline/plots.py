@@ -1,0 +1,317 @@
+"""Figures (matplotlib, Agg backend): one function per kind of plot, each writing one PNG."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def learning_curve(history: Sequence[Mapping[str, float]], path: Path, title: str = "") -> Path:
+    """One run: losses and (when present) validation accuracy per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "val_loss"):
+        if key in history[0]:
+            ax.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if "val_accuracy" in history[0]:
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h.get("val_accuracy", np.nan) for h in history], color="tab:green", label="val_accuracy")
+        ax2.set_ylabel("val accuracy")
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def curves_with_band(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, ylabel: str, title: str = "") -> Path:
+    """Mean per epoch over seeds with a ±1 sample-std band, one line per variant.
+
+    curves: variant -> list of per-seed series. Series may differ in length (early-stopped runs): each
+    epoch averages the runs that reached it.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, series in curves.items():
+        n = max((len(s) for s in series), default=0)
+        if n == 0:
+            continue
+        arr = np.full((len(series), n), np.nan)
+        for i, s in enumerate(series):
+            arr[i, : len(s)] = s
+        count = np.sum(np.isfinite(arr), axis=0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # epochs only one run reached, all-NaN epochs
+            mean = np.nanmean(arr, axis=0)
+            std = np.where(count > 1, np.nanstd(arr, axis=0, ddof=1), 0.0)
+        x = np.arange(1, n + 1)
+        ax.plot(x, mean, label=f"{variant} (n={len(series)})")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def bars_with_ci(rows: Sequence[Mapping], path: Path, ylabel: str, title: str = "") -> Path:
+    """Final metric per variant: mean with its 95% confidence interval (or ± std when n < 2)."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4))
+    names = [r["variant"] for r in rows]
+    means = np.array([r["mean"] for r in rows], dtype=float)
+    lo = np.array([r["ci_low"] if r["ci_low"] is not None else r["mean"] for r in rows], dtype=float)
+    hi = np.array([r["ci_high"] if r["ci_high"] is not None else r["mean"] for r in rows], dtype=float)
+    ax.bar(
+        names,
+        means,
+        yerr=[means - lo, hi - means],
+        capsize=4,
+        color=["tab:orange" if r.get("rank") == 1 else "tab:blue" for r in rows],
+    )
+    for i, r in enumerate(rows):
+        xs = r.get("values", [])
+        ax.scatter([i] * len(xs), xs, color="black", s=10, zorder=3)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    finite = np.concatenate([lo, hi, means])
+    finite = finite[np.isfinite(finite)]
+    if len(finite):
+        span = finite.max() - finite.min()
+        ax.set_ylim(finite.min() - 0.5 * span - 1e-9, finite.max() + 0.5 * span + 1e-9)
+    return _save(fig, path)
+
+
+def scatter_xy(
+    points: Sequence[Mapping], path: Path, xlabel: str, ylabel: str, title: str = "", logx: bool = True
+) -> Path:
+    """One point per variant (mean with std error bars: yerr, and xerr when given), e.g. accuracy vs parameters."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for p in points:
+        ax.errorbar(p["x"], p["y"], xerr=p.get("xerr", 0), yerr=p.get("yerr", 0), fmt="o", capsize=3)
+        ax.annotate(p["label"], (p["x"], p["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def layer_lines(per_variant: Mapping[str, Mapping[str, float]], path: Path, ylabel: str, title: str = "") -> Path:
+    """A per-layer quantity (e.g. gradient norm at the first epoch) across layers, one line per variant."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, layers in per_variant.items():
+        names = list(layers)
+        ax.plot(range(len(names)), [layers[n] for n in names], marker="o", label=variant)
+        ax.set_xticks(range(len(names)), names, rotation=45, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def confusion(matrix: np.ndarray, path: Path, title: str = "", labels: Sequence[str] | None = None) -> Path:
+    """Counts of (true, predicted) classes; each cell annotated when there are few classes."""
+    matrix = np.asarray(matrix)
+    k = len(matrix)
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * k + 2), max(4.5, 0.45 * k + 1.5)))
+    im = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(im, ax=ax)
+    labels = list(labels) if labels is not None else [str(i) for i in range(k)]
+    if k <= 20:
+        ax.set_xticks(range(k), labels, rotation=45 if max(map(len, labels)) > 2 else 0, fontsize=7)
+        ax.set_yticks(range(k), labels, fontsize=7)
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for (i, j), v in np.ndenumerate(matrix):
+            if v:
+                color = "white" if v > threshold else "black"
+                ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- classic-study sections (pipeline.extras.classic)
+
+
+def series_xy(
+    series: Mapping[str, Sequence[Sequence[float]]],
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+    hlines: Mapping[str, float] | None = None,
+) -> Path:
+    """Lines of (x, mean, std) points with error bars, one per series (e.g. MSE against degree, accuracy
+    against depth per width); `hlines` draws labelled horizontal references (e.g. the noise floor)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, points in series.items():
+        pts = sorted(points)
+        ax.errorbar(
+            [p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=name
+        )
+    for i, (name, y) in enumerate((hlines or {}).items()):
+        ax.axhline(y, color="gray", linestyle=["--", ":", "-."][i % 3], label=name)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def decision_boundary(
+    x: np.ndarray,
+    y: np.ndarray,
+    grid: tuple[np.ndarray, np.ndarray, np.ndarray],
+    path: Path,
+    title: str = "",
+    lines: Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """2-D points coloured by class, a model's decision boundary (the 0 level of its logit on `grid` =
+    (xx, yy, logits)) and reference lines w0*x0 + w1*x1 + b = 0 given as `lines` {label: (w0, w1, b)}."""
+    xx, yy, zz = grid
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.contourf(xx, yy, zz > 0, levels=[-0.5, 0.5, 1.5], colors=["tab:blue", "tab:orange"], alpha=0.12)
+    ax.contour(xx, yy, zz, levels=[0], colors="black", linewidths=1.5)
+    ax.plot([], [], color="black", label="learned boundary")
+    for cls, color in ((0, "tab:blue"), (1, "tab:orange")):
+        pts = x[y == cls]
+        ax.scatter(pts[:, 0], pts[:, 1], s=6, color=color, alpha=0.6, label=f"class {cls}")
+    xs = np.array([xx.min(), xx.max()])
+    for i, (label, (w0, w1, b)) in enumerate((lines or {}).items()):
+        if abs(w1) > 1e-12:
+            ax.plot(xs, -(w0 * xs + b) / w1, linestyle=["--", ":"][i % 2], color="gray", label=label)
+        else:
+            ax.axvline(-b / w0, linestyle=["--", ":"][i % 2], color="gray", label=label)
+    ax.set_xlim(xx.min(), xx.max())
+    ax.set_ylim(yy.min(), yy.max())
+    ax.set_xlabel("x0")
+    ax.set_ylabel("x1")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+# ---- language and generative studies (pipeline/extras/language.py, pipeline/extras/generative.py)
+
+
+def perplexity_by_order(
+    lines: Mapping[str, Sequence[tuple[float, Sequence[float]]]],
+    flat: Mapping[str, Sequence[float]],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Perplexity against n-gram order: one line per family/width (mean, std bars over seeds, seeds as dots);
+    models without an order (an LSTM) as horizontal bands."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in lines.items():
+        pts = sorted(points)
+        xs = np.array([x for x, _ in pts], dtype=float)
+        means = np.array([np.mean(v) for _, v in pts])
+        stds = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for _, v in pts])
+        line = ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        for x, (_, v) in zip(xs, pts):
+            ax.scatter([x] * len(v), v, s=8, color=line[0].get_color(), alpha=0.6)
+    for i, (label, vals) in enumerate(flat.items()):
+        m, s = float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        color = f"C{(len(lines) + i) % 10}"
+        ax.axhline(m, color=color, linestyle="--", label=f"{label} (any context)")
+        ax.axhspan(m - s, m + s, color=color, alpha=0.15)
+    ax.set_xlabel("n-gram order N (context = N-1 words)")
+    ax.set_ylabel("validation perplexity")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def grouped_bars(groups: Mapping[str, Mapping[str, Mapping]], path: Path, ylabel: str, title: str = "") -> Path:
+    """Bars per variant, one colour per group (e.g. all tokens vs out-of-vocabulary): mean ± std, seeds as dots.
+
+    groups: group label -> variant -> {"mean", "std", "values"}.
+    """
+    variants = list(dict.fromkeys(v for g in groups.values() for v in g))
+    width = 0.8 / max(len(groups), 1)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(variants) + 2), 4.5))
+    for gi, (glabel, stats) in enumerate(groups.items()):
+        xs = np.arange(len(variants)) + (gi - (len(groups) - 1) / 2) * width
+        means = [stats[v]["mean"] if v in stats else np.nan for v in variants]
+        stds = [stats[v]["std"] if v in stats else 0.0 for v in variants]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=glabel)
+        for x, v in zip(xs, variants):
+            vals = stats.get(v, {}).get("values", [])
+            ax.scatter([x] * len(vals), vals, color="black", s=8, zorder=3)
+    ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right", fontsize=8)
+    finite = [x for g in groups.values() for s in g.values() for x in s.get("values", []) if np.isfinite(x)]
+    if finite:
+        lo, hi = min(finite), max(finite)
+        span = max(hi - lo, 1e-3)
+        ax.set_ylim(max(0.0, lo - 0.6 * span), hi + 0.3 * span)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def image_grids(panels: Mapping[str, np.ndarray], path: Path, title: str = "", ncol: int = 8) -> Path:
+    """One grid of images per panel (e.g. samples per variant). Each panel: (N, C, H, W) in [0, 1]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (label, imgs) in zip(axes[0], panels.items()):
+        imgs = np.asarray(imgs, dtype=float).clip(0, 1)
+        n, c, h, w = imgs.shape
+        rows = -(-n // ncol)
+        canvas = np.full((rows * (h + 1) + 1, ncol * (w + 1) + 1, c), 0.5)
+        for i in range(n):
+            r, k = divmod(i, ncol)
+            canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = imgs[i].transpose(
+                1, 2, 0
+            )
+        ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def latent_scatter(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "") -> Path:
+    """2-D codes coloured by class label, one panel per model. Each panel: (points (N, 2), labels (N,))."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.4), squeeze=False)
+    for ax, (label, (xy, y)) in zip(axes[0], panels.items()):
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=y, cmap="tab10", vmin=0, vmax=9, s=6, alpha=0.8)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("dim 1")
+        ax.set_ylabel("dim 2")
+        ax.legend(*sc.legend_elements(), title="class", fontsize=6, title_fontsize=7, loc="best", markerscale=0.8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,54 @@
+"""Run a command (default: `dvc repro`) with one local Ray runtime that all its study stages share.
+
+Each study stage is its own process; left alone, each starts and stops a local Ray runtime (about 10 s on
+2 cores). This starts one, hands its address to the command's processes through RAY_ADDRESS, and stops it
+when the command ends, whatever way it ends. With RAY_ADDRESS already set (a cluster), or `ray.address` in
+params.yaml, the command runs against that as it is.
+
+    python -m pipeline.ray_session                  # dvc repro
+    python -m pipeline.ray_session dvc repro report@activations
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pipeline.cli import guarded
+from pipeline.config import load_params
+
+
+def _nothing_to_run(cmd: list[str]) -> bool:
+    """A plain `dvc repro` with every stage up to date needs no Ray runtime (`dvc status -q` exits 0)."""
+    return cmd == ["dvc", "repro"] and subprocess.run(["dvc", "status", "--quiet"]).returncode == 0
+
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    cmd = list(sys.argv[1:] if argv is None else argv) or ["dvc", "repro"]
+    params = load_params("params.yaml")
+    if os.environ.get("RAY_ADDRESS") or params.ray.address or _nothing_to_run(cmd):
+        return subprocess.call(cmd)
+
+    # Ray turns token authentication on for the runtime it starts; the stages that connect to it must use the
+    # same mode or be refused (InvalidAuthToken). Ray reads the mode when it is imported: set it first.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    ray.init(
+        address="local",  # a new runtime, even if `ray start` left one running on this machine
+        num_cpus=params.ray.num_cpus,
+        num_gpus=params.ray.num_gpus,
+        include_dashboard=False,
+        logging_level="WARNING",
+    )
+    try:
+        env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+        return subprocess.call(cmd, env=env)
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

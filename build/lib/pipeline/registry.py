@@ -1,0 +1,59 @@
+"""Name -> builder registries, one per axis that varies (models, datasets, tasks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Options(BaseModel):
+    """Base for a family's own options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Entry(Generic[T]):
+    def __init__(self, name: str, fn: Callable[..., T], options: type[Options], meta: dict[str, Any]):
+        self.name = name
+        self.fn = fn
+        self.options = options
+        self.meta = meta
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, options: type[Options] = Options, **meta: Any) -> Callable:
+        def deco(fn: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = Entry(name, fn, options, meta)
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def build(self, name: str, options: Options | dict | None = None, *args: Any, **kwargs: Any) -> T:
+        entry = self.get(name)
+        if not isinstance(options, Options):
+            options = entry.options.model_validate(options or {})
+        return entry.fn(options, *args, **kwargs)

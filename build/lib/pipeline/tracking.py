@@ -1,0 +1,245 @@
+"""MLflow: one experiment per study, one parent run per sweep, one child run per trial.
+
+The driver creates the store and the experiment before any trial starts: several trials opening a
+fresh SQLite store at once race on its schema migration. Trials then only write to existing runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+from pipeline.config import project_root
+
+TERMINAL = {"FINISHED", "FAILED", "KILLED"}
+
+
+def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI wins over params; relative SQLite/file paths become absolute under the root,
+    because trials run in other working directories."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    root = root or project_root()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(root / uri[len('sqlite:///') :]).resolve()}"
+    if "://" not in uri:
+        return (root / uri).resolve().as_uri()
+    return uri
+
+
+@functools.lru_cache(maxsize=8)
+def client(uri: str) -> MlflowClient:
+    import mlflow
+
+    # Fluent calls (flush_async_logging) must hit this store too, not a default ./mlflow.db created
+    # in the trial's working directory.
+    mlflow.set_tracking_uri(uri)
+    # MLflow's async logger waits on its queue with a 1 s timeout, so each shutdown of it (end_run flushes, then
+    # set_terminated shuts down) sat idle up to 1 s: 1-2 s of every trial (benchmarks/trial_overhead.py). In
+    # buffering mode it waits on its stop event instead and wakes at once; batches still go out every second.
+    os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(uri: str, name: str, root: Path | None = None) -> str:
+    """Create (once) or fetch the study's experiment. For a local store the artifacts go next to it."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if uri.startswith(("sqlite:", "file:")):
+        artifact_location = ((root or project_root()) / "mlartifacts" / name).resolve().as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # created by a concurrent driver in the meantime
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_info(root: Path | None = None) -> dict[str, str]:
+    root = root or project_root()
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "torchvision", "ray", "mlflow", "dvc", "numpy", "scikit-learn"):
+        try:
+            out[f"version.{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def find_runs(uri: str, experiment_id: str, filter_string: str) -> list:
+    c = client(uri)
+    runs, token = [], None
+    while True:
+        page = c.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def start_or_resume_run(
+    uri: str, experiment_id: str, run_name: str, tags: dict[str, str], match: dict[str, str]
+) -> str:
+    """The run whose tags equal `match`, set RUNNING again, or a new one: one run per trial, even
+    across retries and resumed sweeps."""
+    c = client(uri)
+    flt = " and ".join(f"tags.{k} = '{v}'" for k, v in match.items())
+    existing = find_runs(uri, experiment_id, flt)
+    if existing:
+        run_id = existing[0].info.run_id
+        c.update_run(run_id, status="RUNNING")
+        # Placement tags (node, pid) describe the latest attempt.
+        set_tags(uri, run_id, {**{k: v for k, v in tags.items() if not k.startswith("mlflow.")}, "resumed": "true"})
+        return run_id
+    return c.create_run(experiment_id, tags={**tags, **match}, run_name=run_name).info.run_id
+
+
+def completed_run(uri: str, experiment_id: str, trial_id: str, sweep_id: str):
+    """The trial's run if it already ran to the end (closed by the trial itself, with an outcome)."""
+    runs = find_runs(
+        uri,
+        experiment_id,
+        f"tags.ray_trial_id = '{trial_id}' and tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'",
+    )
+    return next((r for r in runs if "outcome" in r.data.tags), None)
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    c = client(uri)
+    items = [Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in flatten(params).items()]
+    existing = c.get_run(run_id).data.params
+    items = [p for p in items if p.key not in existing]  # params are immutable: a resumed run has them
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i : i + 100])
+
+
+# Epoch metrics wait here and go to MLflow in one asynchronous log_batch at most every SEND_EVERY_S. One MLflow
+# call per epoch cost 0.8 ms on the training thread plus a background write: 3-6% of a 30 ms digits epoch
+# (benchmarks/pipeline_costs.py). flush() and end_run() send what is pending; values keep their own step and time.
+SEND_EVERY_S = 1.0
+_pending: dict[tuple[str, str], list[Metric]] = {}
+_sent_at: dict[tuple[str, str], float] = {}
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int, synchronous: bool = False) -> None:
+    """Log one step's metrics, batched with earlier steps' (see SEND_EVERY_S); `synchronous` sends them all now."""
+    ts = int(time.time() * 1000)
+    key = (uri, run_id)
+    _pending.setdefault(key, []).extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
+    if synchronous or time.monotonic() - _sent_at.get(key, -SEND_EVERY_S) >= SEND_EVERY_S:
+        _send(key, synchronous)
+
+
+def _send(key: tuple[str, str], synchronous: bool) -> None:
+    items = _pending.pop(key, [])
+    _sent_at[key] = time.monotonic()
+    if items:
+        client(key[0]).log_batch(key[1], metrics=items, synchronous=synchronous)
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def flush(uri: str) -> None:
+    """Send the pending metrics of every run on `uri` and block until all of it is written."""
+    import mlflow
+
+    for key in [k for k in _pending if k[0] == uri]:
+        _send(key, synchronous=False)
+    client(uri)  # the fluent API's store is this client's store (see client)
+    mlflow.flush_async_logging()
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    flush(uri)
+    client(uri).set_terminated(run_id, status=status)
+
+
+def close_unfinished(uri: str, experiment_id: str, parent_run_id: str, status: str, reason: str) -> int:
+    """Mark every child run of a sweep that is still RUNNING; returns how many were marked."""
+    runs = find_runs(
+        uri, experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    )
+    c = client(uri)
+    for r in runs:
+        c.set_tag(r.info.run_id, "end_reason", reason)
+        c.set_terminated(r.info.run_id, status=status)
+    return len(runs)
+
+
+def status_name(run) -> str:
+    s = run.info.status
+    return s if isinstance(s, str) else RunStatus.to_string(s)
+
+
+def export_runs(
+    uri: str, experiment_id: str, parent_run_id: str, history_keys: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    """A sweep's child runs as plain dicts: the file contract between the study and report stages.
+
+    history holds every metric's per-epoch series (last value per step wins, so a retried epoch counts
+    once); final holds each metric's last value.
+    """
+    c = client(uri)
+    out = []
+    for run in find_runs(uri, experiment_id, f"tags.mlflow.parentRunId = '{parent_run_id}'"):
+        keys = list(run.data.metrics) if history_keys is None else [k for k in history_keys if k in run.data.metrics]
+        history: dict[str, list[list[float]]] = {}
+        for key in keys:
+            by_step = {
+                m.step: m.value for m in sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp)
+            }
+            history[key] = [[step, by_step[step]] for step in sorted(by_step)]
+        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+        out.append(
+            {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "status": status_name(run),
+                "tags": tags,
+                "params": dict(run.data.params),
+                "final": dict(run.data.metrics),
+                "history": history,
+            }
+        )
+    out.sort(key=lambda r: (r["tags"].get("variant", ""), int(r["tags"].get("seed", 0)), r["run_name"] or ""))
+    return out
