@@ -1,10 +1,9 @@
 """DVC stage `index`: one self-contained HTML page with every study's report (site/index.html)."""
 
 import argparse
-import sys
 from pathlib import Path
 
-from pipeline.cli import guarded
+from pipeline.cli import exit_now, guarded
 from pipeline.config import load_params
 from pipeline.html import MLFLOW_UI_ENV, render_index
 
@@ -32,4 +31,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

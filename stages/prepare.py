@@ -1,10 +1,9 @@
 """DVC stage `prepare`: write every data set the active profile's studies read into the prepared folder."""
 
 import argparse
-import sys
 from pathlib import Path
 
-from pipeline.cli import guarded
+from pipeline.cli import exit_now, guarded
 from pipeline.config import load_params, load_study
 from pipeline.data import prepare
 from pipeline.data.base import LoadContext
@@ -30,4 +29,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

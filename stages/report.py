@@ -1,9 +1,8 @@
 """DVC stage `report@<name>`: statistics, tables and figures for one study from its exported runs."""
 
 import argparse
-import sys
 
-from pipeline.cli import guarded, setup_logging
+from pipeline.cli import exit_now, guarded, setup_logging
 from pipeline.config import load_params, load_study
 from pipeline.report import build_report
 
@@ -38,4 +37,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

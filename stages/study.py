@@ -1,9 +1,8 @@
 """DVC stage `study@<name>`: run one study's sweep (Ray Tune + MLflow) and export its runs."""
 
 import argparse
-import sys
 
-from pipeline.cli import guarded
+from pipeline.cli import exit_now, guarded
 from pipeline.config import load_params, load_study
 from pipeline.sweep import run_study
 
@@ -24,4 +23,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
