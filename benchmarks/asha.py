@@ -6,8 +6,8 @@ values shuffled. Asynchronous ASHA stops a trial only against the trials that re
 order changes what it saves. Reported: total trial-epochs (epochs actually trained, summed over trials), wall time,
 and the best configuration each finds. ASHA runs with the pipeline's defaults (grace_period 1, reduction_factor 3).
 
-"Best" is the configuration with the highest mean over seeds of its best val_accuracy; for ASHA only
-configurations whose trials all ran the full epochs are candidates (a stopped trial never finished). The two
+"Best" is the configuration with the highest mean over seeds of its best val_accuracy, counting only trials that
+ran every epoch (a trial ASHA stopped never finished; a configuration with none is not a candidate). The two
 agree within seed noise when the grid's score of ASHA's pick is within one pooled seed standard deviation of
 the grid's best.
 
@@ -63,9 +63,12 @@ def summarize(runs: list[dict], epochs: int, tune_dir: Path) -> dict:
         n = trained.get(r["tags"].get("ray_trial_id"), len(acc))
         missing += len(acc) < n
         by_variant[r["tags"]["variant"]].append((max(acc) if acc else float("nan"), n))
-    full = {k: v for k, v in by_variant.items() if all(n == epochs for _, n in v)}
-    means = {k: statistics.mean(a for a, _ in v) for k, v in full.items()}
-    sds = [statistics.stdev([a for a, _ in v]) for v in full.values() if len(v) > 1]
+    # A configuration's score: the mean over its trials that ran every epoch (ASHA stops the others early, so
+    # their best-so-far is not comparable); configurations with no such trial are not candidates.
+    full = {k: [a for a, n in v if n == epochs] for k, v in by_variant.items()}
+    full = {k: v for k, v in full.items() if v}
+    means = {k: statistics.mean(v) for k, v in full.items()}
+    sds = [statistics.stdev(v) for v in full.values() if len(v) > 1]
     best = max(means, key=means.get) if means else None
     return {
         "trials": len(runs),
