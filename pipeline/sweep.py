@@ -70,6 +70,36 @@ def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
     run_worker(cfg, variant, runtime, data, trial_id, report, get_checkpoint, device, _placement_tags())
 
 
+def repair_missing_checkpoints(tune_dir: Path) -> list[str]:
+    """Before `Tuner.restore`: give every unfinished trial the checkpoint Tune's saved state names.
+
+    Tune deletes a trial's old checkpoints (`CheckpointConfig.num_to_keep`) before it snapshots its state, so a
+    driver killed in between leaves a state naming a deleted checkpoint, and Tune refuses to restore that
+    trial ("Could not recover from checkpoint as it does not exist"). The newest readable checkpoint of the same
+    trial is copied under the missing name; the trial then resumes from the epoch recorded in it."""
+    states = sorted(tune_dir.glob("experiment_state-*.json"))
+    if not states:
+        return []
+    repaired = []
+    for trial_json, runtime_json in json.loads(states[-1].read_text()).get("trial_data", []):
+        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
+        name = (runtime.get("last_result") or {}).get("checkpoint_dir_name")
+        logdir = trial.get("relative_logdir")
+        if trial.get("status") == "TERMINATED" or not name or not logdir or (tune_dir / logdir / name).exists():
+            continue
+        wanted = tune_dir / logdir / name
+        for other in sorted(wanted.parent.glob("checkpoint_*"), reverse=True):
+            try:
+                load_checkpoint(str(other))
+            except Exception:  # noqa: BLE001 - an unreadable one is no replacement
+                continue
+            shutil.copytree(other, wanted)
+            repaired.append(f"{logdir}: checkpoint {name} was deleted before Tune saved its state; using {other.name}")
+            break
+    return repaired
+
+
 def _readable_checkpoint(path: str, fetch: Any) -> str | None:
     """`fetch()` the checkpoint Tune restores from; if that one is gone or unreadable, the newest readable one
     beside it. A driver killed between deleting an old checkpoint (CheckpointConfig.num_to_keep) and saving its
@@ -398,6 +428,8 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
     try:
         if resume and tune.Tuner.can_restore(str(tune_dir)):
             print(f"[{study.name}] resuming sweep {sid} from {tune_dir}", file=sys.stderr)
+            for line in repair_missing_checkpoints(tune_dir):
+                print(f"[{study.name}] {line}", file=sys.stderr)
             tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(
