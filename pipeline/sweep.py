@@ -36,9 +36,15 @@ COMPLETED_MARKER = "SWEEP_COMPLETED"
 
 
 def _quiet_checkpoint_logs() -> None:
-    """Ray logs one INFO line per saved checkpoint, i.e. per trial and epoch: noise in a study's log."""
+    """Ray logs INFO lines per saved checkpoint and per report, i.e. per trial and epoch: noise in a study's log."""
     for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # Ray Train V2 also logs every report of every rank, under its module's file path
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
 
 
 def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
