@@ -74,13 +74,9 @@ def judge_scores(judge: Judge, images: torch.Tensor, real: tuple[torch.Tensor, t
 
 
 @register_extra("sample_quality")
+@single_thread()
 def sample_quality(ctx: ExtraContext) -> ExtraResult:
     """Judge-feature Fréchet distance, judge confidence and class coverage of every run's samples."""
-    with single_thread():
-        return _sample_quality(ctx)
-
-
-def _sample_quality(ctx: ExtraContext) -> ExtraResult:
     runs = by_variant(ok_runs(ctx))
     if ctx.data_dir is None or not runs:
         return ExtraResult(["Sample quality needs the prepared data and a finished run."])
@@ -154,13 +150,9 @@ def _pca2(z: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 @register_extra("latent_space")
+@single_thread()
 def latent_space(ctx: ExtraContext) -> ExtraResult:
     """The test images' codes (the VAE's posterior means) in 2-D, coloured by class, for each autoencoder."""
-    with single_thread():
-        return _latent_space(ctx)
-
-
-def _latent_space(ctx: ExtraContext) -> ExtraResult:
     runs = by_variant(ok_runs(ctx))
     panels, kept = {}, {}
     for variant in [v for v in ranked_variants(ctx) if v in runs]:

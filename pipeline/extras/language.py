@@ -133,14 +133,10 @@ def nearest_neighbours(
 
 
 @register_extra("embedding_neighbours")
+@single_thread()
 def embedding_neighbours(ctx: ExtraContext) -> ExtraResult:
     """Nearest neighbours of a few words in each variant's learned embedding (best run's first seed),
     written to the report and logged to that MLflow run as `embedding_neighbours.md`."""
-    with single_thread():
-        return _embedding_neighbours(ctx)
-
-
-def _embedding_neighbours(ctx: ExtraContext) -> ExtraResult:
     runs = by_variant(ok_runs(ctx))
     if ctx.data_dir is None or not runs:
         return ExtraResult(["Embedding neighbours need the prepared data and a finished run."])
@@ -233,15 +229,11 @@ SUBSETS = {  # name -> (description, does a sentence's word set belong to it)
 
 
 @register_extra("sentiment_breakdown")
+@single_thread()
 def sentiment_breakdown(ctx: ExtraContext) -> ExtraResult:
     """Test F1 per variant, and test accuracy on the sentences with a negation word, with a contrast ("but"),
     and with neither, re-evaluated from each run's best weights: word order matters where a negation or a
     contrast decides the meaning, and an order-blind model should lose exactly there."""
-    with single_thread():
-        return _sentiment_breakdown(ctx)
-
-
-def _sentiment_breakdown(ctx: ExtraContext) -> ExtraResult:
     f1 = per_variant(ctx, lambda r: final(r, "test_f1"))
     sentences, tables, figs = [], {}, []
     if f1:

@@ -23,7 +23,7 @@ from pipeline.stats import compare, describe_finding, summarize
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """These models and batches are tiny: one intra-op thread is faster, and on a busy machine several
-    threads spinning for cores turn seconds into minutes."""
+    threads spinning for cores turn seconds into minutes. A context manager, or a decorator: `@single_thread()`."""
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
