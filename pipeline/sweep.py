@@ -95,21 +95,28 @@ def repair_missing_checkpoints(tune_dir: Path) -> list[str]:
         if trial.get("status") == "TERMINATED" or not name or not logdir or (tune_dir / logdir / name).exists():
             continue
         wanted = tune_dir / logdir / name
-        for other in sorted(wanted.parent.glob("checkpoint_*"), reverse=True):
-            try:
-                load_checkpoint(str(other))
-            except Exception:  # noqa: BLE001 - an unreadable one is no replacement
-                continue
+        other = _newest_readable_checkpoint(wanted.parent)
+        if other is not None:
             shutil.copytree(other, wanted)
             repaired.append(f"{logdir}: checkpoint {name} was deleted before Tune saved its state; using {other.name}")
-            break
     return repaired
 
 
+def _newest_readable_checkpoint(trial_dir: Path) -> Path | None:
+    """The trial's newest `checkpoint_*` folder whose state loads; None if it has none."""
+    for folder in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+        try:
+            load_checkpoint(str(folder))
+        except Exception:  # noqa: BLE001 - an unreadable one is no replacement
+            continue
+        return folder
+    return None
+
+
 def _readable_checkpoint(path: str, fetch: Any) -> str | None:
-    """`fetch()` the checkpoint Tune restores from; if that one is gone or unreadable, the newest readable one
-    beside it. A driver killed between deleting an old checkpoint (CheckpointConfig.num_to_keep) and saving its
-    experiment state restores a trial from a checkpoint that no longer exists."""
+    """`fetch()` the checkpoint Tune restores a trial from; if it cannot be fetched or read (a state file cut
+    short, say), the newest readable one beside it. A deleted one is recreated before the restore (see
+    repair_missing_checkpoints): Tune refuses a missing checkpoint before the trial function runs."""
     try:
         folder = fetch()
         load_checkpoint(folder)
@@ -117,11 +124,8 @@ def _readable_checkpoint(path: str, fetch: Any) -> str | None:
     except Exception as e:  # noqa: BLE001 - any failure to read it means: look for another
         reason = f"{type(e).__name__}: {e}"
     here = Path(path)
-    for other in sorted(here.parent.glob("checkpoint_*"), reverse=True):
-        try:
-            load_checkpoint(str(other))
-        except Exception:  # noqa: BLE001
-            continue
+    other = _newest_readable_checkpoint(here.parent)
+    if other is not None:
         print(f"checkpoint {here.name} unreadable ({reason}); resuming from {other.name}", file=sys.stderr)
         return str(other)
     print(f"checkpoint {here.name} unreadable ({reason}) and no other found; training from epoch 1", file=sys.stderr)
@@ -461,7 +465,8 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
     errors = [r for r in results if r.error is not None]
     for r in errors:
         # The last line of the trial's traceback names the exception; the whole one is in <trial dir>/error.txt.
-        last = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else type(r.error).__name__
+        text = str(r.error).strip()
+        last = text.splitlines()[-1] if text else type(r.error).__name__
         print(f"[{study.name}] trial {r.path}: {last}", file=sys.stderr)
     runs = tracking.export_runs(uri, experiment_id, parent_id)
     summary = {
