@@ -27,6 +27,7 @@ from pipeline import tracking
 from pipeline.config import Params, Study, project_root
 from pipeline.data import Splits, load_prepared
 from pipeline.progress import TrialProgress
+from pipeline.ray_session import local_runtime_defaults
 from pipeline.trial import CHECKPOINT_FILE, Runtime, fill_history_gaps, load_checkpoint, run_worker, trial_config
 
 COMPLETED_MARKER = "SWEEP_COMPLETED"
@@ -234,6 +235,7 @@ def init_ray(params: Params) -> dict[str, float]:
             ray.init(address=address, **kwargs)
         else:
             # "local": a new runtime even if `ray start` left one running; clusters are joined via RAY_ADDRESS.
+            local_runtime_defaults()
             ray.init(address="local", num_cpus=params.ray.num_cpus, num_gpus=params.ray.num_gpus, **kwargs)
     return ray.cluster_resources()
 

@@ -52,6 +52,9 @@ def ray_local():
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
+        from pipeline.ray_session import local_runtime_defaults
+
+        local_runtime_defaults()  # as pipeline.sweep.init_ray does for the runtime it starts
         ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()

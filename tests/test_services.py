@@ -29,7 +29,8 @@ def _free_port() -> int:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    drop = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     return {**env, **extra}
 
@@ -171,7 +172,8 @@ def test_ray_session_shares_one_runtime_and_stops_it(tmp_path):
     (tmp_path / "params.yaml").write_text("ray: {num_cpus: 2}\n")
     probe = (
         "import os, sys, ray; ray.init(address=os.environ['RAY_ADDRESS']); "
-        "print(os.environ['RAY_ADDRESS'], int(ray.cluster_resources()['CPU'])); sys.exit(3)"
+        "env = ray.get(ray.remote(lambda: os.environ.get('RAY_TRAIN_ENABLE_PREEMPTION_WATCHER')).remote()); "
+        "print(os.environ['RAY_ADDRESS'], int(ray.cluster_resources()['CPU']), env); sys.exit(3)"
     )
     env = _clean_env()
     runs = [
@@ -187,8 +189,9 @@ def test_ray_session_shares_one_runtime_and_stops_it(tmp_path):
     ]
     for r in runs:
         assert r.returncode == 3, r.stderr[-2000:]  # the command's exit code, passed through
-    (address, cpus), (address2, _) = (r.stdout.split() for r in runs)
+    (address, cpus, watcher), (address2, _, _) = (r.stdout.split() for r in runs)
     assert cpus == "2"
+    assert watcher == "0"  # the runtime's processes skip Ray Train's preemption watcher (no cloud nodes here)
     assert address != address2  # each session starts its own runtime
     # ...and stops it: no Ray process of that runtime is left.
     import psutil
