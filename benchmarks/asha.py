@@ -1,10 +1,13 @@
 """Early stopping pays: the same 16-configuration study (x seeds) run as a full grid and with ASHA.
 
-Three sweeps through pipeline.sweep.run_study, with the same spec except `search.scheduler`: the grid, ASHA with
-the space's values in the order written (lr ascending: the weakest trials come first), and ASHA with the same
-values shuffled. Asynchronous ASHA stops a trial only against the trials that reached its rung before it, so the
-order changes what it saves. Reported: total trial-epochs (epochs actually trained, summed over trials), wall time,
-and the best configuration each finds. ASHA runs with the pipeline's defaults (grace_period 1, reduction_factor 3).
+Three sweeps through pipeline.sweep.run_study, with the same spec except `search.scheduler` and the order of the
+space's values: the grid, ASHA as the pipeline runs it (a grid under ASHA runs in an order shuffled by the base
+seed), and ASHA on the same values pre-shuffled here (so another order). Asynchronous ASHA stops a trial only
+against the trials that reached its rung before it, so the order changes what it saves; the two ASHA arms show
+how much. Reported: total trial-epochs (epochs actually trained, summed over trials), wall time, and the best
+configuration each finds. ASHA runs with the pipeline's defaults (grace_period 1, reduction_factor 3).
+`--space activations` (default) is the hard case, where a slow starter (tanh) wins; `--space widths` is a
+learning rate x width sweep.
 
 "Best" is the configuration with the highest mean over seeds of its best val_accuracy, counting only trials that
 ran every epoch (a trial ASHA stopped never finished; a configuration with none is not a candidate). The two
@@ -27,15 +30,23 @@ from pathlib import Path
 
 from _common import Project, print_load, print_machine, table, timed, verdict
 
-SPACE = {
-    "train.lr": [0.003, 0.01, 0.03, 0.1],
-    "model.activation": ["sigmoid", "tanh", "relu", "leaky_relu"],
+SPACES = {
+    # A slow starter wins (tanh): the hard case for any rule that judges trials early.
+    "activations": {
+        "train.lr": [0.003, 0.01, 0.03, 0.1],
+        "model.activation": ["sigmoid", "tanh", "relu", "leaky_relu"],
+    },
+    # Learning rate x width of a ReLU MLP [w, w]: the usual tuning sweep.
+    "widths": {
+        "train.lr": [0.001, 0.003, 0.01, 0.03],
+        "model.hidden": [[16, 16], [32, 32], [64, 64], [128, 128]],
+    },
 }
 
 
-def spec(scheduler: str, epochs: int, seeds: int, smoke: bool, shuffled: bool, asha: dict) -> dict:
-    space = {"train.lr": [0.01, 0.1], "model.activation": ["sigmoid", "relu"]} if smoke else dict(SPACE)
-    if shuffled:  # same configurations, another order: async ASHA judges each trial against those seen before it
+def spec(scheduler: str, epochs: int, seeds: int, smoke: bool, shuffled: bool, asha: dict, space_name: str) -> dict:
+    space = {"train.lr": [0.01, 0.1], "model.activation": ["sigmoid", "relu"]} if smoke else dict(SPACES[space_name])
+    if shuffled:  # same configurations, another order (the pipeline shuffles this list again with its own seed)
         rng = random.Random(0)
         space = {k: rng.sample(v, len(v)) for k, v in space.items()}
     return {
@@ -86,6 +97,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=18)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--space", choices=sorted(SPACES), default="activations", help="which 16 configurations")
     ap.add_argument("--grace-period", type=int, default=None, help="default: the pipeline's (1)")
     ap.add_argument("--reduction-factor", type=int, default=None, help="default: the pipeline's (3)")
     args = ap.parse_args()
@@ -94,11 +106,12 @@ def main() -> None:
 
     print_machine()
     asha = {k: v for k, v in (("grace_period", args.grace_period), ("reduction_factor", args.reduction_factor)) if v}
-    arms = {"grid": ("none", False), "asha": ("asha", False), "asha-shuffled": ("asha", True)}
+    arms = {"grid": ("none", False), "asha": ("asha", False), "asha-other-order": ("asha", True)}
     proj = Project(
-        {k: spec(sched, args.epochs, args.seeds, args.smoke, shuf, asha) for k, (sched, shuf) in arms.items()},
+        {k: spec(sch, args.epochs, args.seeds, args.smoke, shuf, asha, args.space) for k, (sch, shuf) in arms.items()},
         params={"ray.num_cpus": 2},
     )
+    print(f"space {args.space}: {SPACES[args.space] if not args.smoke else 'smoke'}")
     print(f"project in {proj.root}; ASHA settings {asha or 'the pipeline defaults (grace_period 1, factor 3)'}\n")
     from pipeline.sweep import init_ray
 
@@ -151,7 +164,7 @@ def main() -> None:
     print()
     print(table(headers, rows))
     print()
-    for k in ("asha", "asha-shuffled"):
+    for k in ("asha", "asha-other-order"):
         ratio = g["trial_epochs"] / out[k]["trial_epochs"]
         print(f"{k}: compute saved (grid / ASHA trial-epochs) = {verdict(ratio, 3.0, lower_is_better=False)}")
     print(f"pooled seed sd of the grid's best val_accuracy: {g['pooled_sd']:.4f} (agreement: gap <= this)")
