@@ -14,7 +14,7 @@ ran every epoch (a trial ASHA stopped never finished; a configuration with none 
 agree within seed noise when the grid's score of ASHA's pick is within one pooled seed standard deviation of
 the grid's best.
 
-    python benchmarks/asha.py            # ~15 min on 2 cores
+    python benchmarks/asha.py            # ~3 min on 2 cores (--space widths: the other study)
     python benchmarks/asha.py --smoke    # 4 configurations, 3 epochs
 """
 
