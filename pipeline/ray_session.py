@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 from pipeline.cli import guarded
-from pipeline.config import load_params
+from pipeline.config import Params, load_params
 
 
 def local_runtime_defaults() -> None:
@@ -25,6 +26,21 @@ def local_runtime_defaults() -> None:
     Ray Train's preemption watcher is one more actor process per DDP trial (about 3 s of CPU on 2 cores) that
     watches for cloud nodes being reclaimed: a local runtime has none. A cluster joined by address keeps it."""
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
+def start_local_runtime(params: Params, **kwargs: Any) -> None:
+    """A new local Ray runtime (even if `ray start` left one running on this machine) with this machine's settings."""
+    local_runtime_defaults()
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=params.ray.num_cpus,
+        num_gpus=params.ray.num_gpus,
+        include_dashboard=False,
+        logging_level="WARNING",
+        **kwargs,
+    )
 
 
 def _nothing_to_run(cmd: list[str]) -> bool:
@@ -42,16 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     # Ray turns token authentication on for the runtime it starts; the stages that connect to it must use the
     # same mode or be refused (InvalidAuthToken). Ray reads the mode when it is imported: set it first.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    local_runtime_defaults()
     import ray
 
-    ray.init(
-        address="local",  # a new runtime, even if `ray start` left one running on this machine
-        num_cpus=params.ray.num_cpus,
-        num_gpus=params.ray.num_gpus,
-        include_dashboard=False,
-        logging_level="WARNING",
-    )
+    start_local_runtime(params)
     try:
         env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
         return subprocess.call(cmd, env=env)

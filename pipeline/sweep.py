@@ -28,7 +28,7 @@ from pipeline import tracking
 from pipeline.config import Params, Study, project_root
 from pipeline.data import Splits, load_prepared
 from pipeline.progress import TrialProgress
-from pipeline.ray_session import local_runtime_defaults
+from pipeline.ray_session import start_local_runtime
 from pipeline.trial import CHECKPOINT_FILE, Runtime, fill_history_gaps, load_checkpoint, run_worker, trial_config
 
 COMPLETED_MARKER = "SWEEP_COMPLETED"
@@ -94,9 +94,11 @@ def repair_missing_checkpoints(tune_dir: Path) -> list[str]:
         runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
         name = (runtime.get("last_result") or {}).get("checkpoint_dir_name")
         logdir = trial.get("relative_logdir")
-        if trial.get("status") == "TERMINATED" or not name or not logdir or (tune_dir / logdir / name).exists():
+        if trial.get("status") == "TERMINATED" or not name or not logdir:
             continue
         wanted = tune_dir / logdir / name
+        if wanted.exists():
+            continue
         other = _newest_readable_checkpoint(wanted.parent)
         if other is not None:
             shutil.copytree(other, wanted)
@@ -231,13 +233,10 @@ def init_ray(params: Params) -> dict[str, float]:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         address = params.ray.address or os.environ.get("RAY_ADDRESS")
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
         if address:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
         else:
-            # "local": a new runtime even if `ray start` left one running; clusters are joined via RAY_ADDRESS.
-            local_runtime_defaults()
-            ray.init(address="local", num_cpus=params.ray.num_cpus, num_gpus=params.ray.num_gpus, **kwargs)
+            start_local_runtime(params, log_to_driver=True)  # clusters are joined via RAY_ADDRESS
     return ray.cluster_resources()
 
 
