@@ -151,14 +151,7 @@ class Project:
 
 
 def build_trial_model(cfg, data):
-    """The model and task exactly as pipeline.trial.run_worker builds them (same seed, same init)."""
-    import torch
+    """The model and task exactly as a trial builds them (same seed, same init)."""
+    from pipeline.build import untrained
 
-    from pipeline.models import MODELS, build_model
-    from pipeline.models.init import apply_init
-    from pipeline.tasks import task_for
-
-    torch.manual_seed(cfg.seed)
-    kind = MODELS.get(cfg.model.name).meta.get("task") or data.info.task
-    model = apply_init(build_model(cfg.model.name, cfg.model.options, data.info), cfg.model.init, seed=cfg.seed)
-    return model, task_for(kind)
+    return untrained(cfg, data.info)

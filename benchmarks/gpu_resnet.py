@@ -36,7 +36,8 @@ from pipeline.data.base import Splits  # noqa: E402
 from pipeline.datainfo import DataInfo  # noqa: E402
 from pipeline.diagnostics import flops_per_sample  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
-from pipeline.tasks import _grad_norm, task_for  # noqa: E402
+from pipeline.tasks import grad_norm as total_grad_norm  # noqa: E402
+from pipeline.tasks import task_for  # noqa: E402
 from pipeline.train import fit  # noqa: E402
 
 T0 = time.perf_counter()
@@ -102,7 +103,7 @@ def bare_loop(opts, data, cfg: TrainConfig, device, grad_norm: bool) -> list[flo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_norm:  # what Task.train_step adds each step for the train_grad_norm metric
-                total = total + _grad_norm(model)
+                total = total + total_grad_norm(model)
             opt.step()
             total = total + loss.detach()
         float(total)  # one sync per epoch, as fit's reduced epoch metrics

@@ -25,12 +25,10 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from pipeline.build import untrained  # noqa: E402
 from pipeline.config import load_params, load_study  # noqa: E402
 from pipeline.data import load_prepared, prepare  # noqa: E402
 from pipeline.data.base import LoadContext  # noqa: E402
-from pipeline.models import MODELS, build_model  # noqa: E402
-from pipeline.models.init import apply_init  # noqa: E402
-from pipeline.tasks import task_for  # noqa: E402
 from pipeline.train import evaluate, fit  # noqa: E402
 
 
@@ -66,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = LoadContext(seed=params.seed, root=Path(args.data_root).resolve(), download=False)
         prepare(cfg.dataset.name, options, ctx, tmp)
         data = load_prepared(tmp, cfg.dataset.name, options)
-    torch.manual_seed(cfg.seed)  # as pipeline.trial.run_worker does
-    model = apply_init(build_model(cfg.model.name, cfg.model.options, data.info), cfg.model.init, seed=cfg.seed)
-    model = model.to(args.device)
-    task = task_for(MODELS.get(cfg.model.name).meta.get("task") or data.info.task)
+    model, task = untrained(cfg, data.info, args.device)  # as a trial builds it
 
     def report(metrics: dict[str, float], _checkpoint) -> None:
         print(

@@ -1,26 +1,25 @@
 """Command-line entry points. Every one turns a ConfigError into one line on stderr and exit code 2.
 
 `pipeline` (the console script, see USAGE) drives the studies through DVC, so `dvc.lock` always tells
-the truth; the DVC stages in stages/ share `guarded` and `setup_logging`.
+the truth. What every entry point shares (`guarded`, `setup_logging`) is in `pipeline.entry`.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import inspect
 import json
-import logging
 import shlex
 import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from pipeline.entry import ArgParser, guarded, setup_logging
 from pipeline.errors import ConfigError
+from pipeline.paths import project_root
 
 USAGE = """Run the studies through DVC and read their answers (dvc.lock stays true).
 
@@ -30,60 +29,6 @@ USAGE = """Run the studies through DVC and read their answers (dvc.lock stays tr
     pipeline show STUDY                  the question, the answer and the table in the terminal
 
 Bad input prints one line and exits with code 2."""
-
-
-def guarded(main: Callable[..., int | None]) -> Callable[..., int]:
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs) -> int:
-        from pipeline.errors import ConfigError
-
-        try:
-            return main(*args, **kwargs) or 0
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    return wrapper
-
-
-def exit_now(code: int) -> NoReturn:
-    """End a stage process without the interpreter's teardown, which took 3-4 s per stage here (in native code,
-    after the last Python frame: Ray's, gRPC's and torch's threads), i.e. about 1.5 minutes of a default `dvc repro`.
-    Only for a stage whose work is done and closed: its files are written, its MLflow calls returned (stages log
-    synchronously), Ray is disconnected here, and the streams and log handlers are flushed."""
-    import os
-
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-class _LineFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """The library's warnings and notes as plain `warning: ...` lines on stderr (stages and the CLI)."""
-    logger = logging.getLogger("pipeline")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_LineFormatter())
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(level)
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad usage is one line and exit code 2 (argparse's default prints the whole usage first)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
 
 
 # --------------------------------------------------------------------------- the project's layout
@@ -273,9 +218,9 @@ def _table(rows: list[dict[str, str]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="pipeline", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgParser(prog="pipeline", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=None, help="project folder with params.yaml and dvc.yaml (default: .)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgParser)
 
     p = sub.add_parser("studies", help="list the studies with the state of their results and reports")
     p.add_argument("--no-dvc", action="store_true", help="skip `dvc status` (faster)")
@@ -306,8 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 @guarded
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.config import project_root
-
     args = build_parser().parse_args(argv)
     root = (args.root or project_root()).resolve()
     if not (root / "params.yaml").is_file():

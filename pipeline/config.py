@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -406,8 +405,3 @@ def _fmt(v: Any) -> str:
         args = ",".join(f"{k}={_fmt(x)}" for k, x in v.items() if k != "name")
         return f"{v['name']}({args})" if "name" in v and args else str(v.get("name", args))
     return str(v)
-
-
-def project_root() -> Path:
-    """The folder holding params.yaml: DVC stages run from it; tests point PIPELINE_ROOT elsewhere."""
-    return Path(os.environ.get("PIPELINE_ROOT", os.getcwd())).resolve()

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from typing import Any
 
-from pipeline.cli import guarded
 from pipeline.config import Params, load_params
+from pipeline.entry import guarded
 
 
 def local_runtime_defaults() -> None:

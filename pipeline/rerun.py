@@ -43,10 +43,10 @@ def rerun(
     import torch
 
     from pipeline import tracking
+    from pipeline.build import untrained
     from pipeline.config import TrialConfig, validate
     from pipeline.data import load_prepared
     from pipeline.train import fit
-    from pipeline.trial import trial_model
 
     uri = tracking.resolve_tracking_uri(tracking_uri or "sqlite:///mlflow.db")
     client = tracking.client(uri)
@@ -80,7 +80,7 @@ def rerun(
         warnings.append(f"the run used {tags['workers']} DDP workers; a 1-process rerun matches to rounding only")
 
     torch.set_num_threads(threads)
-    model, task = trial_model(cfg, data, torch.device("cpu"))
+    model, task = untrained(cfg, data.info)
     metric = next((k[len("best_") :] for k in run.data.metrics if k.startswith("best_")), None)
     result = fit(model, data, task, cfg.train, None, seed=cfg.seed, metric=metric)
 
@@ -123,7 +123,7 @@ def _print(run_id: str, out: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.cli import guarded
+    from pipeline.entry import guarded
 
     @guarded
     def _main() -> int:

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from pipeline import tracking
-from pipeline.config import Params, Study, project_root
+from pipeline.config import Params, Study
 from pipeline.data import Splits, load_prepared
+from pipeline.paths import project_root
 from pipeline.progress import TrialProgress
 from pipeline.ray_session import start_local_runtime
 from pipeline.trial import CHECKPOINT_FILE, Runtime, fill_history_gaps, load_checkpoint, run_worker, trial_config

@@ -18,7 +18,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-from pipeline.config import project_root
+from pipeline.paths import project_root
 
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 

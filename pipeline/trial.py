@@ -16,12 +16,10 @@ from typing import Any
 import torch
 
 from pipeline import tracking
+from pipeline.build import untrained
 from pipeline.config import Study, TrialConfig
 from pipeline.data import Splits
 from pipeline.diagnostics import count_parameters, flops_per_sample
-from pipeline.models import MODELS, build_model
-from pipeline.models.init import apply_init
-from pipeline.tasks import Task, task_for
 from pipeline.train import FitResult, evaluate, fit, rank_and_world
 
 CHECKPOINT_FILE = "state.pt"
@@ -89,16 +87,6 @@ def epochs_to_target(history: list[dict[str, float]], metric: str, value: float,
     return None
 
 
-def trial_model(cfg: TrialConfig, data: Splits, device: torch.device) -> tuple[torch.nn.Module, Task]:
-    """The trial's seeded, initialized model on `device`, and its task. The one place both are built, so that
-    `pipeline.rerun` re-trains exactly what the trial trained."""
-    torch.manual_seed(cfg.seed)
-    kind = MODELS.get(cfg.model.name).meta.get("task") or data.info.task
-    task = task_for(kind)
-    model = apply_init(build_model(cfg.model.name, cfg.model.options, data.info), cfg.model.init, seed=cfg.seed)
-    return model.to(device), task
-
-
 def run_worker(
     cfg: TrialConfig,
     variant: str,
@@ -113,7 +101,7 @@ def run_worker(
     """Train one trial on this process (one rank, or the only process). `tags` go on its MLflow run."""
     rank, world = rank_and_world()
     torch.set_num_threads(max(1, int(runtime.cpus_per_worker)))  # Ray sets OMP_NUM_THREADS=1 in workers
-    model, task = trial_model(cfg, data, device)
+    model, task = untrained(cfg, data.info, device)
     metric = runtime.metric
 
     run_id = None

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from pipeline.cli import exit_now, guarded
 from pipeline.config import load_params
+from pipeline.entry import exit_now, guarded
 from pipeline.html import MLFLOW_UI_ENV, render_index
 
 

@@ -3,10 +3,10 @@
 import argparse
 from pathlib import Path
 
-from pipeline.cli import exit_now, guarded
 from pipeline.config import load_params, load_study
 from pipeline.data import prepare
 from pipeline.data.base import LoadContext
+from pipeline.entry import exit_now, guarded
 
 
 @guarded

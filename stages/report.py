@@ -2,8 +2,8 @@
 
 import argparse
 
-from pipeline.cli import exit_now, guarded, setup_logging
 from pipeline.config import load_params, load_study
+from pipeline.entry import exit_now, guarded, setup_logging
 from pipeline.report import build_report
 
 

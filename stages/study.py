@@ -2,8 +2,8 @@
 
 import argparse
 
-from pipeline.cli import exit_now, guarded
 from pipeline.config import load_params, load_study
+from pipeline.entry import exit_now, guarded
 from pipeline.sweep import run_study
 
 

@@ -17,7 +17,7 @@ from pipeline.data.base import LoadContext
 from pipeline.datainfo import DataInfo
 from pipeline.models import MODELS, build_model
 from pipeline.tasks import task_for
-from pipeline.tasks_generative import GANPair, feature_gaussian, frechet_distance
+from pipeline.tasks.generative import GANPair, feature_gaussian, frechet_distance
 from pipeline.train import all_reduce_sums, fit
 
 INFO = DataInfo((1, 8, 8), 10, extra={"normalize": False})

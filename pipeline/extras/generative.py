@@ -23,7 +23,7 @@ from pipeline.data import Splits
 from pipeline.extras import ExtraContext, ExtraResult, register_extra
 from pipeline.extras.trained import by_variant, comparison, ok_runs, ranked_variants, single_thread, trained
 from pipeline.stats import summarize
-from pipeline.tasks_generative import feature_gaussian, frechet_distance
+from pipeline.tasks.generative import feature_gaussian, frechet_distance
 
 JUDGE_STEPS = 600  # Adam steps of batch 128: ~70 epochs of 8x8 digits, ~8 of a 10k MNIST subset
 SAMPLE_SEED = 0

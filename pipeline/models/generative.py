@@ -1,6 +1,6 @@
 """Generative families on images with pixels in [0, 1]: autoencoder, variational autoencoder, GAN.
 
-All three share one contract, which their tasks (`pipeline.tasks_generative`) rely on:
+All three share one contract, which their tasks (`pipeline.tasks.generative`) rely on:
 
 - `forward(x)` returns a dict of tensors. It always holds the input under "x" (so a task can score a
   reconstruction from `batch_sums(out, y)` alone) and, in eval mode, "samples": as many generated images

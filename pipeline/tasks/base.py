@@ -1,4 +1,4 @@
-"""Tasks: what a batch's loss and metrics are, and how one training step updates the model.
+"""The task base: what a batch's loss and metrics are, and how one training step updates the model.
 
 The training loop (`pipeline.train.fit`) never forks per family: a family with an unusual update
 (a GAN's two optimizers and alternating steps) registers a task that overrides `train_step`.
@@ -73,7 +73,7 @@ class Task:
             # The pre-clip norm is what a clipping study wants to see.
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         else:
-            norm = _grad_norm(model)
+            norm = grad_norm(model)
         opt.step()
         n = float(_count(y))
         return {"loss": loss.detach() * n, "grad_norm": norm.detach() * n, "count": torch.tensor(n)}
@@ -84,7 +84,7 @@ def _count(y: torch.Tensor) -> int:
     return int((y != -100).sum()) if y.dtype == torch.long and y.ndim > 1 else len(y)
 
 
-def _grad_norm(model: nn.Module) -> torch.Tensor:
+def grad_norm(model: nn.Module) -> torch.Tensor:
     grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
@@ -126,10 +126,3 @@ class Binary(Task):
 class Regression(Task):
     def loss(self, out, y):
         return F.mse_loss(out.view(len(y), -1), y.view(len(y), -1).float())
-
-
-def task_for(kind: str) -> Task:
-    return TASKS.build(kind)
-
-
-from pipeline import tasks_generative, tasks_text  # noqa: E402,F401  (generative and language tasks)

@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.config import TrainConfig
 from pipeline.registry import Options
-from pipeline.tasks import TASKS, Classification, Task, _grad_norm
+from pipeline.tasks.base import TASKS, Classification, Task, grad_norm
 
 IGNORE = -100
 
@@ -78,9 +78,9 @@ class Tagging(Task):
         loss = self.loss(model(x), y)
         loss.backward()
         if cfg.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            norm = torch.nn.utils.clipgrad_norm_(model.parameters(), cfg.grad_clip)
         else:
-            norm = _grad_norm(model)
+            norm = grad_norm(model)
         opt.step()
         n = (y[..., 0] != IGNORE).sum().float()
         return {"loss": loss.detach() * n, "grad_norm": norm.detach() * n, "count": n}
