@@ -1,7 +1,7 @@
 """Re-train one logged run from its MLflow record and print its metrics next to the logged ones.
 
 Every trial logs its resolved config (`config.yaml` artifact) and tags the commit, the dirty flag and the
-checksum of its data (`git_commit`, `git_dirty`, `data_sha256`). `rerun` reads these back, refuses data whose
+checksum of its data (`mlflow.source.git.commit`, `git_dirty`, `data_sha256`). `rerun` reads these back, refuses data whose
 checksum differs, trains the same config with `fit` on the CPU, and compares epoch by epoch.
 
     python -m pipeline.rerun RUN_ID [--tracking-uri sqlite:///mlflow.db] [--data data/prepared]
@@ -55,6 +55,7 @@ def rerun(
     except Exception as e:  # MlflowException: no such run, or no such store
         raise ConfigError(f"no run {run_id!r} in {uri} ({type(e).__name__})") from None
     tags = run.data.tags
+    commit = tags.get("mlflow.source.git.commit") or tags.get("git_commit", "")  # git_commit: runs before MLflow's tags
     with tempfile.TemporaryDirectory() as d:
         try:
             path = client.download_artifacts(run_id, "config.yaml", d)
@@ -68,12 +69,12 @@ def rerun(
     if logged_sha and logged_sha != sha:
         raise ConfigError(
             f"prepared data sha256 {sha[:12]} differs from the run's {logged_sha[:12]}; "
-            f"check out commit {tags.get('git_commit', '?')[:12]} and run `dvc repro prepare`",
+            f"check out commit {(commit or '?')[:12]} and run `dvc repro prepare`",
             file=str(data_dir),
         )
     here = tracking.git_info()
-    if tags.get("git_commit") and here["git_commit"] != tags["git_commit"]:
-        warnings.append(f"code is at {here['git_commit'][:12]}, the run was at {tags['git_commit'][:12]}")
+    if commit and here["git_commit"] != commit:
+        warnings.append(f"code is at {here['git_commit'][:12]}, the run was at {commit[:12]}")
     if tags.get("git_dirty") == "true":
         warnings.append("the run was made from a dirty working tree: uncommitted changes are not recorded")
     if tags.get("workers", "1") != "1":

@@ -21,6 +21,11 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from pipeline.paths import project_root
 
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
+# MLflow 3's UI opens an experiment without this tag on its GenAI page (traces, token usage); with it, on the runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# What the pipeline itself writes into tracked files while it runs (`dvc repro` rewrites dvc.lock after every stage,
+# and DVC keeps the .gitignore files beside its outputs): not a change to the code, so not "dirty".
+PIPELINE_WRITES = (":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore")
 
 
 def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
@@ -42,6 +47,10 @@ def client(uri: str) -> MlflowClient:
     # Fluent calls (flush_async_logging) must hit this store too, not a default ./mlflow.db created
     # in the trial's working directory.
     mlflow.set_tracking_uri(uri)
+    # MLflow prints "View run ... / View experiment ..." for every run it ends through a tracking server: one banner
+    # per trial in a sweep's log. Its own switch, set here because every process that logs (Ray workers included)
+    # opens its store through this function.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow's async logger waits on its queue with a 1 s timeout, so each shutdown of it (end_run flushes, then
     # set_terminated shuts down) sat idle up to 1 s: 1-2 s of every trial (benchmarks/trial_overhead.py). In
     # buffering mode it waits on its stop event instead and wakes at once; batches still go out every second.
@@ -53,18 +62,20 @@ def ensure_experiment(uri: str, name: str, root: Path | None = None) -> str:
     """Create (once) or fetch the study's experiment. For a local store the artifacts go next to it."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifact_location = None
-    if uri.startswith(("sqlite:", "file:")):
-        artifact_location = ((root or project_root()) / "mlartifacts" / name).resolve().as_uri()
-    try:
-        return c.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # created by a concurrent driver in the meantime
-        exp = c.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        artifact_location = None
+        if uri.startswith(("sqlite:", "file:")):
+            artifact_location = ((root or project_root()) / "mlartifacts" / name).resolve().as_uri()
+        try:
+            return c.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+        except Exception:  # created by a concurrent driver in the meantime
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in EXPERIMENT_TAGS.items():  # an experiment made by an older version of the pipeline
+        if exp.tags.get(key) != value:
+            c.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def git_info(root: Path | None = None) -> dict[str, str]:
@@ -77,8 +88,62 @@ def git_info(root: Path | None = None) -> dict[str, str]:
             return ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *PIPELINE_WRITES))
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def source_tags(root: Path | None = None, entry: str = "") -> dict[str, str]:
+    """MLflow's own provenance tags (the UI's Source column), plus `git_dirty`, which MLflow has no tag for.
+
+    `entry` is the program that made the run (a DVC stage's script)."""
+    root = root or project_root()
+    info = git_info(root)
+    tags = {
+        "mlflow.source.git.commit": info["git_commit"],
+        "mlflow.source.type": "JOB",
+        "git_dirty": info["git_dirty"],
+    }
+    if entry:
+        tags["mlflow.source.name"] = entry
+    try:
+        remote = subprocess.run(
+            ["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        branch = subprocess.run(
+            ["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        remote = branch = ""
+    if remote:
+        tags["mlflow.source.git.repoURL"] = remote
+    if branch and branch != "HEAD":
+        tags["mlflow.source.git.branch"] = branch
+    return tags
+
+
+def dvc_tags(stage: str, data_dir: str | Path, root: Path | None = None) -> dict[str, str]:
+    """The DVC stage that made a run and the `dvc.lock` hash of the data it read (the prepare stage's output)."""
+    import yaml
+
+    root = root or project_root()
+    tags = {"dvc.stage": stage}
+    lock = root / "dvc.lock"
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return tags
+    data = Path(data_dir)
+    data = (
+        data.resolve().relative_to(root.resolve())
+        if data.is_absolute() and data.resolve().is_relative_to(root.resolve())
+        else data
+    )
+    for entry in stages.values():
+        for out in entry.get("outs", []) if isinstance(entry, dict) else []:
+            if isinstance(out, dict) and Path(str(out.get("path", ""))) == data and out.get("md5"):
+                tags["dvc.data.md5"] = str(out["md5"])
+                tags["dvc.data.path"] = data.as_posix()
+    return tags
 
 
 def package_versions() -> dict[str, str]:
@@ -229,7 +294,10 @@ def export_runs(
                 m.step: m.value for m in sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp)
             }
             history[key] = [[step, by_step[step]] for step in sorted(by_step)]
-        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+        # MLflow's bookkeeping tags stay out; its provenance tags (mlflow.source.*) stay in.
+        tags = {
+            k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k.startswith("mlflow.source.git")
+        }
         out.append(
             {
                 "run_id": run.info.run_id,
@@ -243,3 +311,68 @@ def export_runs(
         )
     out.sort(key=lambda r: (r["tags"].get("variant", ""), int(r["tags"].get("seed", 0)), r["run_name"] or ""))
     return out
+
+
+def log_dataset(uri: str, run_id: str, name: str, sha256: str, source: str = "") -> None:
+    """The run's training data as an MLflow dataset input (the UI's Dataset column). MLflow caps a digest at 36
+    characters: a prefix of the prepared file's sha256; the whole hash is the run's `data_sha256` tag."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    c = client(uri)
+    if any(i.dataset.name == name for i in c.get_run(run_id).inputs.dataset_inputs):
+        return  # a resumed or retried trial logged it already
+    dataset = Dataset(
+        name=name,
+        digest=sha256[:36],
+        source_type="local",
+        source=json.dumps({"uri": source or name}),
+    )
+    c.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+
+
+def pip_requirements() -> list[str]:
+    """What loading a logged model needs, pinned to this environment: given explicitly, so that MLflow does not
+    infer them for every trial (a few seconds each)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for pkg in ("torch", "torchvision", "numpy", "mlflow", "dl-studies-pipeline"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg).split('+')[0]}")
+        except PackageNotFoundError:
+            pass
+    return reqs
+
+
+def log_model(uri: str, run_id: str, model: Any, example: Any) -> str:
+    """Log `model` (its current weights) as the run's MLflow logged model `model`, with a signature and an input
+    example; returns its model id (load it with `mlflow.pytorch.load_model(f"models:/{id}")`).
+
+    Pickled, not exported: the families' forward passes return dicts (VAE) or own several networks (GAN), which a
+    torch.export graph would not keep. Loading it imports this project's `pipeline` package."""
+    import copy
+    import logging
+
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    client(uri)  # the fluent API's store is this client's store
+    cpu = copy.deepcopy(model).cpu().eval()
+    x = example.detach().cpu()
+    with torch.no_grad():
+        out = cpu(x)
+    x_np = x.numpy()
+    signature = infer_signature(x_np, out.numpy()) if isinstance(out, torch.Tensor) else infer_signature(x_np)
+    # MLflow warns at every pickled model that pickle is unsafe to load from strangers: these are our own runs.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    info = mlflow.pytorch.log_model(
+        cpu,
+        name="model",
+        run_id=run_id,
+        signature=signature,
+        input_example=x_np,
+        pip_requirements=pip_requirements(),
+        serialization_format="pickle",
+    )
+    return info.model_id

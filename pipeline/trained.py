@@ -1,7 +1,8 @@
 """Load a finished trial back: its resolved config and its model with the best-validation weights.
 
-The one loader the report and its sections use. It reads the run's `config.yaml` and `best_model.pt`
-artifacts from the MLflow store and rebuilds the model with `pipeline.build`, exactly as the trial built it.
+The one loader the report and its sections use. It reads the run's `config.yaml` artifact and its MLflow logged
+model (`mlflow.pytorch.load_model`, the id in the run's `best_model_id` tag); a run logged before models were
+(a `best_model.pt` state dict) is rebuilt with `pipeline.build`, exactly as the trial built it.
 When that cannot be done (no store, no prepared data, a run that never finished an epoch) it says why in
 `problem` / the log and returns None, so a report still builds from runs.json alone.
 """

@@ -41,6 +41,7 @@ class Runtime:
     storage_path: str = ""
     max_failures: int = 0
     tags: dict[str, str] = field(default_factory=dict)
+    data_source: str = ""  # the prepared data file the trials read (recorded as the runs' dataset input)
 
     @property
     def metric(self) -> str:
@@ -124,6 +125,9 @@ def run_worker(
             match={"ray_trial_id": trial_id, "sweep_id": runtime.sweep_id},
         )
         tracking.log_params(runtime.tracking_uri, run_id, cfg.model_dump())
+        tracking.log_dataset(
+            runtime.tracking_uri, run_id, cfg.dataset.name, data.meta.get("sha256", ""), runtime.data_source
+        )
         tracking.log_metrics(
             runtime.tracking_uri,
             run_id,
@@ -181,7 +185,7 @@ def run_worker(
         model.load_state_dict(best)
         test = evaluate(model, data.x_test, data.y_test, task, cfg.train.eval_batch_size, prefix="test")
     if rank == 0:
-        _finish_run(runtime, cfg, run_id, result, test, best)
+        _finish_run(runtime, cfg, run_id, result, test, best, model, data.x_val[:2])
     return result
 
 
@@ -212,6 +216,8 @@ def _finish_run(
     result: FitResult,
     test: dict[str, float],
     best: dict[str, torch.Tensor] | None,
+    model: torch.nn.Module,
+    example: torch.Tensor,
 ) -> None:
     import yaml
 
@@ -242,9 +248,9 @@ def _finish_run(
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         c.log_artifact(run_id, str(Path(d) / "config.yaml"))
-        if best is not None:
-            torch.save(best, Path(d) / "best_model.pt")
-            c.log_artifact(run_id, str(Path(d) / "best_model.pt"))
+        if best is not None:  # `model` holds the best epoch's weights now (loaded for the test evaluation)
+            model_id = tracking.log_model(uri, run_id, model, example)
+            tracking.set_tags(uri, run_id, {"best_model_id": model_id})
         if result.history:
             png = Path(d) / "learning_curve.png"
             learning_curve(result.history, png, title=f"{cfg.study}: {cfg.model.name} seed {cfg.seed}")

@@ -37,7 +37,7 @@ def test_four_concurrent_trials_on_a_fresh_sqlite_store(tmp_path, prepared_dir, 
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
     for r in runs:
-        assert {"study", "family", "variant", "seed", "ray_trial_id", "git_commit", "data_sha256"} <= set(r["tags"])
+        assert {"study", "family", "variant", "seed", "ray_trial_id", "mlflow.source.git.commit", "data_sha256"} <= set(r["tags"])
         assert [step for step, _ in r["history"]["val_accuracy"]] == [1, 2]
         assert {"train_loss", "val_loss", "epoch_seconds", "samples_per_s"} <= set(r["history"])
         assert r["params"]["model.options.activation"] == r["tags"]["variant"]

@@ -144,7 +144,7 @@ def test_every_run_records_code_data_versions_and_config(tiny_sweep, prepared_di
     assert s["summary"]["errors"] == 0
     (run,) = s["runs"]
     tags = run["tags"]
-    assert tags["git_commit"] == s["commit"] and tags["git_dirty"] == "false"
+    assert tags["mlflow.source.git.commit"] == s["commit"] and tags["git_dirty"] == "false"
     meta = json.loads((prepared_dir / "digits.json").read_text())
     assert tags["data_sha256"] == meta["sha256"] == load_prepared(prepared_dir, "digits").meta["sha256"]
     assert tags["version.torch"] == torch.__version__.split("+")[0]  # the distribution's version, no local tag
@@ -158,7 +158,7 @@ def test_every_run_records_code_data_versions_and_config(tiny_sweep, prepared_di
     assert run["params"]["model.options.activation"] == "tanh"
     # The sweep's parent run records the commit and the spec as well.
     parent = client.get_run(s["summary"]["parent_run_id"])
-    assert parent.data.tags["git_commit"] == s["commit"]
+    assert parent.data.tags["mlflow.source.git.commit"] == s["commit"]
     assert "spec.search.space.model.activation" in parent.data.params
 
 
@@ -169,6 +169,15 @@ def test_git_info_sees_commit_and_dirty_tree(tmp_path):
     _git(tmp_path, "commit", "-q", "-m", "a")
     info = tracking.git_info(tmp_path)
     assert info == {"git_commit": _git(tmp_path, "rev-parse", "HEAD").strip(), "git_dirty": "false"}
+    # What the pipeline itself rewrites (dvc.lock, DVC's .gitignore files) does not make the tree dirty.
+    for name in ("dvc.lock", "out/.gitignore"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+        _git(tmp_path, "add", name)
+    _git(tmp_path, "commit", "-q", "-m", "lock")
+    (tmp_path / "dvc.lock").write_text("2\n")
+    (tmp_path / "out" / ".gitignore").write_text("/x\n")
+    assert tracking.git_info(tmp_path)["git_dirty"] == "false"
     (tmp_path / "a.txt").write_text("2\n")
     assert tracking.git_info(tmp_path)["git_dirty"] == "true"
     assert tracking.git_info(tmp_path / "..")["git_commit"] in ("unknown", _git(REPO, "rev-parse", "HEAD").strip())
