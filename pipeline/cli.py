@@ -14,12 +14,16 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.entry import ArgParser, guarded, setup_logging
 from pipeline.errors import ConfigError
 from pipeline.paths import project_root
+
+if TYPE_CHECKING:  # the CLI imports the config layer only when a command needs it (fast --help)
+    from pipeline.config import Study
 
 USAGE = """Run the studies through DVC and read their answers (dvc.lock stays true).
 
@@ -50,6 +54,13 @@ class Project:
 
         return read_yaml(self.root / "dvc.yaml")
 
+    def relative(self, path: str | None) -> str:
+        """`path` as shown to the user: relative to the project folder when inside it."""
+        if path is None:
+            return "?"
+        p = Path(path)
+        return str(p.relative_to(self.root)) if p.is_relative_to(self.root) else path
+
     def check_study(self, name: str) -> str:
         if name not in self.params.studies:
             allowed = ", ".join(self.params.studies) or "none"
@@ -58,14 +69,26 @@ class Project:
 
     def stage_args(self, stage: str, study: str) -> dict[str, str]:
         """The `--flag value` pairs of a foreach stage's command for one study."""
-        entry = self._dvc.get("stages", {}).get(stage)
-        if not isinstance(entry, dict) or "cmd" not in entry.get("do", {}):
+        stages = self._dvc.get("stages")
+        entry = stages.get(stage) if isinstance(stages, dict) else None
+        do = entry.get("do") if isinstance(entry, dict) else None
+        if not isinstance(do, dict) or not isinstance(do.get("cmd"), str):
             raise ConfigError(f"no foreach stage {stage!r} with a cmd", file=str(self.root / "dvc.yaml"))
-        words = shlex.split(entry["do"]["cmd"].replace("${item}", study))
+        try:
+            words = shlex.split(do["cmd"].replace("${item}", study))
+        except ValueError as e:  # an unclosed quote
+            raise ConfigError(
+                f"cannot split the command: {e}", file=str(self.root / "dvc.yaml"), key=f"stages.{stage}.do.cmd"
+            ) from None
         return {w[2:]: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
 
     def paths(self, study: str) -> dict[str, Path]:
         args = self.stage_args("report", study)
+        missing = [f"--{k}" for k in ("study", "results", "out") if k not in args]
+        if missing:
+            raise ConfigError(
+                f"the command lacks {', '.join(missing)}", file=str(self.root / "dvc.yaml"), key="stages.report.do.cmd"
+            )
         return {
             "spec": self.root / args["study"],
             "results": self.root / args["results"],
@@ -95,35 +118,74 @@ def dvc_status(root: Path) -> dict[str, bool] | None:
 
 
 def cmd_studies(project: Project, args: argparse.Namespace) -> int:
+    """The listing goes on past a damaged file: its cell reads `corrupt: FILE`, its error is one line on stderr,
+    and the exit code is 2 once the table is printed."""
     status = None if args.no_dvc else dvc_status(project.root)
-    rows = []
+    rows, problems = [], []
+
+    def cell(read: Callable[..., str], *args: Any) -> str:
+        try:
+            return read(*args)
+        except ConfigError as e:
+            problems.append(e)
+            return f"corrupt: {project.relative(e.file)}"
+
     for name in project.params.studies:
         p = project.paths(name)
-        runs_file, sweep_file = p["results"] / "runs.json", p["results"] / "sweep.json"
-        if runs_file.is_file() and sweep_file.is_file():
-            sweep = json.loads(sweep_file.read_text())
-            results = f"{len(json.loads(runs_file.read_text()))} runs ({sweep.get('profile')})"
-        else:
-            results = "none"
-        report = "yes" if (p["report"] / "analysis.json").is_file() else "none"
         if status is None:
             dvc = "?"
         else:
             stale = [s for s in (f"study@{name}", f"report@{name}") if status.get(s)]
             dvc = "changed: " + ", ".join(s.split("@")[0] for s in stale) if stale else "up to date"
-        question = ""
-        if p["spec"].is_file():
-            from pipeline.config import read_yaml
-
-            question = str(read_yaml(p["spec"]).get("question", ""))
-        rows.append({"study": name, "results": results, "report": report, "dvc": dvc, "question": question})
+        rows.append(
+            {
+                "study": name,
+                "results": cell(_results_cell, p["results"], name),
+                "report": cell(_report_cell, p["report"]),
+                "dvc": dvc,
+                "question": cell(_question_cell, p["spec"]),
+            }
+        )
     if not rows:
         print("no studies in params.yaml")
         return 0
     print(_table(rows))
     if status is None and not args.no_dvc:
         print("(dvc status unavailable: not a git + DVC checkout?)")
-    return 0
+    for e in problems:
+        print(f"error: {e}", file=sys.stderr)
+    return 2 if problems else 0
+
+
+def _results_cell(results: Path, study: str) -> str:
+    """`N runs (profile)`, or none; only what the listing shows is checked (the report stage checks the rest)."""
+    from pipeline.html import read_json
+
+    runs_file, sweep_file = results / "runs.json", results / "sweep.json"
+    if not (runs_file.is_file() and sweep_file.is_file()):
+        return "none"
+    remedy = f"re-run the study stage (dvc repro study@{study})"
+    sweep, runs = read_json(sweep_file, remedy), read_json(runs_file, remedy)
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"must be a JSON object; {remedy}", file=str(sweep_file))
+    if not isinstance(runs, list):
+        raise ConfigError(f"must be a list of runs; {remedy}", file=str(runs_file))
+    return f"{len(runs)} runs ({sweep.get('profile')})"
+
+
+def _report_cell(report: Path) -> str:
+    from pipeline.html import load_report
+
+    if not (report / "analysis.json").is_file():
+        return "none"
+    load_report(report)  # checked: "yes" means `pipeline show` and the index page can read it
+    return "yes"
+
+
+def _question_cell(spec: Path) -> str:
+    from pipeline.config import read_yaml
+
+    return str(read_yaml(spec).get("question", "")) if spec.is_file() else ""
 
 
 def run_command(project: Project, study: str, profile: str | None) -> list[str]:
@@ -150,42 +212,50 @@ def _run(cmd: list[str], root: Path, dry_run: bool) -> int:
     return subprocess.run(cmd, cwd=root).returncode
 
 
+def load_checked_study(project: Project, name: str, profile: str | None = None) -> Study:
+    """The study's spec in `profile` (default: the one params.yaml names), its report sections checked.
+
+    Called before DVC runs anything: DVC deletes a stage's outputs before its command runs, so a bad
+    section name must fail here, not in the report stage.
+    """
+    from pipeline.config import load_study
+    from pipeline.sections import check_sections
+
+    params = project.params if profile is None else project.params.model_copy(update={"profile": profile})
+    study = load_study(project.paths(name)["spec"], params, str(project.params_file))
+    check_sections(study.spec.report, str(study.path))
+    return study
+
+
 def cmd_run(project: Project, args: argparse.Namespace) -> int:
-    study = project.check_study(args.study)
-    return _run(run_command(project, study, args.profile), project.root, args.dry_run)
+    name = project.check_study(args.study)
+    cmd = run_command(project, name, args.profile)  # checks the profile first
+    load_checked_study(project, name, args.profile)
+    return _run(cmd, project.root, args.dry_run)
 
 
 def cmd_report(project: Project, args: argparse.Namespace) -> int:
-    study = project.check_study(args.study)
+    name = project.check_study(args.study)
+    study = load_checked_study(project, name)
     if args.out is None:
         # --single-item: rebuild the report from the current results without re-running a stale sweep
-        return _run([_dvc(), "repro", "--single-item", f"report@{study}"], project.root, args.dry_run)
-    from pipeline.config import load_study
-    from pipeline.report import build_report
+        return _run([_dvc(), "repro", "--single-item", f"report@{name}"], project.root, args.dry_run)
+    from pipeline.report.build import build_report
 
-    p = project.paths(study)
+    p = project.paths(name)
     if not (p["results"] / "runs.json").is_file():
         raise ConfigError("no results yet; run `pipeline run STUDY` first", file=str(p["results"] / "runs.json"))
-    spec = load_study(p["spec"], project.params, str(project.params_file)).spec
     setup_logging()
-    out = build_report(
-        p["results"],
-        args.out,
-        spec.question,
-        spec.metric,
-        spec.mode,
-        spec.target.model_dump() if spec.target else None,
-        spec.report,
-        p["data"] if p["data"] and p["data"].is_dir() else None,
-        log_to_mlflow=False,  # a scratch copy must not replace the pipeline's report in MLflow
-    )
+    data = p["data"] if p["data"] and p["data"].is_dir() else None
+    # log_to_mlflow=False: a scratch copy must not replace the pipeline's report in MLflow
+    out = build_report(study, p["results"], args.out, data, log_to_mlflow=False)
     print(f"wrote {args.out}: {out['analysis']['answer']}")
     return 0
 
 
 def cmd_show(project: Project, args: argparse.Namespace) -> int:
     from pipeline.html import load_report
-    from pipeline.report import table_rows
+    from pipeline.report.markdown import table_rows
 
     study = project.check_study(args.study)
     paths = project.paths(study)

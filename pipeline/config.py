@@ -150,7 +150,7 @@ class StudySpec(Strict):
     mode: Literal["max", "min"] = "max"
     target: Target | None = None
     resources: Resources = Field(default_factory=Resources)
-    report: list[str] = Field(default_factory=list)  # study-specific report sections (pipeline.extras)
+    report: list[str] = Field(default_factory=list)  # study-specific report sections (pipeline.sections)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -256,13 +256,6 @@ def load_study(path: str | Path, params: Params, params_file: str = "params.yaml
         prefix=f"profiles.{params.profile}",
     )
     spec: StudySpec = validate(StudySpec, merged, file=str(path))
-    from pipeline.extras import get_extra
-
-    for i, name in enumerate(spec.report):
-        try:
-            get_extra(name)
-        except ConfigError as e:
-            raise ConfigError(e.message, file=str(path), key=f"report.{i}") from None
     study = Study(study_name(path), path, spec, params)
     study.validate_space()
     return study

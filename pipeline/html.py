@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.report import TEST_NAMES, table_rows
+from pipeline.report.markdown import TABLE_METRICS, TEST_NAMES, table_rows
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 MLFLOW_UI_ENV = "PIPELINE_MLFLOW_UI"
@@ -81,11 +81,141 @@ def _caption(path: Path) -> str:
     return stem.replace("_", " ")
 
 
-def load_report(report_dir: Path) -> dict[str, Any]:
-    path = Path(report_dir) / "analysis.json"
+def read_json(path: Path, remedy: str) -> Any:
+    """A JSON file's content; a missing, unreadable or malformed file is a ConfigError naming it, ending in `remedy`."""
     if not path.is_file():
-        raise ConfigError("report missing; run its report stage (dvc repro report@<study>)", file=str(path))
-    return json.loads(path.read_text())
+        raise ConfigError(f"missing; {remedy}", file=str(path))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"not readable JSON ({e}); {remedy}", file=str(path)) from None
+
+
+def load_report(report_dir: Path) -> dict[str, Any]:
+    """A report's analysis.json, checked to hold what this page and `pipeline show` read from it."""
+    path = Path(report_dir) / "analysis.json"
+    remedy = f"run its report stage (dvc repro report@{Path(report_dir).name})"
+    if not path.is_file():
+        raise ConfigError(f"report missing; {remedy}", file=str(path))
+    analysis = read_json(path, "re-" + remedy)
+    problem = report_problem(analysis)
+    if problem:
+        key, what = problem
+        raise ConfigError(f"{what}; re-{remedy}", file=str(path), key=key)
+    return analysis
+
+
+def _kind(value: Any) -> str:
+    names = {
+        dict: "a JSON object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_run_ref(ref: Any) -> bool:
+    return isinstance(ref, dict) and _is_int(ref.get("seed")) and all(_is_str(ref.get(k)) for k in ("run_id", "status"))
+
+
+# (key, test, what the value must be, required) for what the page, the table and `pipeline show` read.
+Check = tuple[str, Callable[[Any], bool], str, bool]
+REPORT_CHECKS: tuple[Check, ...] = (
+    ("answer", _is_str, "a string", True),
+    ("metric", _is_str, "a string", True),
+    ("mode", _is_str, "a string", True),
+    ("variants", lambda v: isinstance(v, dict), "a JSON object", True),
+    ("alpha", _is_number, "a number", False),
+    ("figures", lambda v: isinstance(v, list) and all(map(_is_str, v)), "a list of file names", False),
+    ("confusion", lambda v: v is None or isinstance(v, dict), "a JSON object", False),
+    *(
+        (k, lambda v: v is None or _is_str(v), "a string", False)
+        for k in ("study", "question", "test", "tracking_uri", "profile", "experiment_id", "parent_run_id")
+    ),
+)
+VARIANT_CHECKS: tuple[Check, ...] = (
+    ("runs", _is_int, "a whole number", True),
+    ("finished", _is_int, "a whole number", True),
+    ("diverged", _is_int, "a whole number", True),
+    ("rank", _is_int, "a whole number", False),
+    ("p_vs_best", lambda v: v is None or _is_number(v), "a number", False),
+    ("run_ids", lambda v: isinstance(v, list), "a list", False),
+)
+CONFUSION_CHECKS: tuple[Check, ...] = (  # when it has a matrix (it has "accuracy")
+    ("accuracy", _is_number, "a number", True),
+    ("n", _is_int, "a whole number", True),
+    ("seed", _is_int, "a whole number", True),
+    ("variant", _is_str, "a string", True),
+    ("run_id", _is_str, "a string", True),
+)
+
+
+def _first_problem(node: dict[str, Any], at: str, checks: tuple[Check, ...]) -> tuple[str, str] | None:
+    for key, test, wanted, required in checks:
+        if key not in node:
+            if required:
+                return at + key, "missing"
+        elif not test(node[key]):
+            return at + key, f"must be {wanted}, got {_kind(node[key])}"
+    return None
+
+
+def report_problem(a: Any) -> tuple[str | None, str] | None:
+    """(key, what is wrong) when an analysis.json lacks what the page, the table or `pipeline show` read, else None.
+
+    analysis.json is the report stage's own output; this catches a truncated or hand-edited one, so that reading
+    it fails with one line instead of a KeyError deep in the page.
+    """
+    if not isinstance(a, dict):
+        return None, f"must be a JSON object, got {_kind(a)}"
+    if problem := _first_problem(a, "", REPORT_CHECKS):
+        return problem
+    for variant, row in a["variants"].items():
+        if not isinstance(row, dict):
+            return f"variants.{variant}", f"must be a JSON object, got {_kind(row)}"
+        if problem := _first_problem(row, f"variants.{variant}.", VARIANT_CHECKS):
+            return problem
+        for col in sorted({a["metric"], *TABLE_METRICS} & row.keys()):
+            if problem := _stat_problem(row[col]):
+                return f"variants.{variant}.{col}", problem
+        for i, ref in enumerate(row.get("run_ids", [])):
+            if not _is_run_ref(ref):
+                return (
+                    f"variants.{variant}.run_ids.{i}",
+                    "must be a JSON object of seed (a whole number), run_id, status",
+                )
+    conf = a.get("confusion") or {}
+    return _first_problem(conf, "confusion.", CONFUSION_CHECKS) if "accuracy" in conf else None
+
+
+def _stat_problem(stat: Any) -> str | None:
+    """What is wrong with a summarized metric as the table prints it (`mean ± std [ci_low, ci_high]`), else None."""
+    if stat is None:
+        return None
+    if not isinstance(stat, dict):
+        return f"must be a JSON object, got {_kind(stat)}"
+    if "mean" not in stat:
+        return None  # a variant without a finished run: printed as "–"
+    if not (_is_number(stat["mean"]) and _is_number(stat.get("std"))):
+        return "must have a numeric mean and std"
+    if stat.get("ci_low") is not None and not (_is_number(stat["ci_low"]) and _is_number(stat.get("ci_high"))):
+        return "must have numeric ci_low and ci_high"
+    return None
 
 
 def _figures(report_dir: Path, analysis: dict[str, Any]) -> list[Path]:

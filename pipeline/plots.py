@@ -154,7 +154,7 @@ def confusion(matrix: np.ndarray, path: Path, title: str = "", labels: Sequence[
     return _save(fig, path)
 
 
-# ---------------------------------------------------------------- classic-study sections (pipeline.extras.classic)
+# ---------------------------------------------------------------- classic-study sections (pipeline.sections)
 
 
 def series_xy(
@@ -222,7 +222,7 @@ def decision_boundary(
     return _save(fig, path)
 
 
-# ---- language and generative studies (pipeline/extras/language.py, pipeline/extras/generative.py)
+# ---- language and generative studies (pipeline/sections)
 
 
 def perplexity_by_order(

@@ -1,8 +1,9 @@
 """Run a command (default: `dvc repro`) with one local Ray runtime that all its study stages share.
 
 Each study stage is its own process; left alone, each starts and stops a local Ray runtime (about 10 s on
-2 cores). This starts one, hands its address to the command's processes through RAY_ADDRESS, and stops it
-when the command ends, whatever way it ends. With RAY_ADDRESS already set (a cluster), or `ray.address` in
+2 cores). This checks the configuration and the services first (`pipeline.preflight`), starts one runtime,
+hands its address to the command's processes through RAY_ADDRESS, and stops it when the command ends, whatever
+way it ends. With RAY_ADDRESS already set (a cluster), or `ray.address` in
 params.yaml, the command runs against that as it is.
 
     python -m pipeline.ray_session                  # dvc repro
@@ -51,8 +52,16 @@ def _nothing_to_run(cmd: list[str]) -> bool:
 @guarded
 def main(argv: list[str] | None = None) -> int:
     cmd = list(sys.argv[1:] if argv is None else argv) or ["dvc", "repro"]
+    if _nothing_to_run(cmd):
+        return subprocess.call(cmd)
+    # Every study in every profile, the tracking store, the storage folder and any Ray address, before DVC deletes
+    # or writes a file; the stages then skip the service checks already made here.
+    from pipeline.preflight import preflight
+
+    preflight("params.yaml", "experiments")
+    os.environ["PIPELINE_PREFLIGHT_DONE"] = "1"
     params = load_params("params.yaml")
-    if os.environ.get("RAY_ADDRESS") or params.ray.address or _nothing_to_run(cmd):
+    if os.environ.get("RAY_ADDRESS") or params.ray.address:
         return subprocess.call(cmd)
 
     # Ray turns token authentication on for the runtime it starts; the stages that connect to it must use the

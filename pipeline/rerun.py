@@ -1,8 +1,8 @@
 """Re-train one logged run from its MLflow record and print its metrics next to the logged ones.
 
 Every trial logs its resolved config (`config.yaml` artifact) and tags the commit, the dirty flag and the
-checksum of its data (`mlflow.source.git.commit`, `git_dirty`, `data_sha256`). `rerun` reads these back, refuses data whose
-checksum differs, trains the same config with `fit` on the CPU, and compares epoch by epoch.
+checksum of its data (`mlflow.source.git.commit`, `git_dirty`, `data_sha256`). `rerun` reads these back, refuses
+data whose checksum differs, trains the same config with `fit` on the CPU, and compares epoch by epoch.
 
     python -m pipeline.rerun RUN_ID [--tracking-uri sqlite:///mlflow.db] [--data data/prepared]
 
@@ -123,16 +123,29 @@ def _print(run_id: str, out: dict[str, Any]) -> None:
     print(f"{len(out['rows'])} values compared: {verdict}")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (torch.set_num_threads refuses 0 and below with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (got {text!r})")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.entry import guarded
+    from pipeline.entry import ArgParser, guarded
 
     @guarded
     def _main() -> int:
-        ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        ap = ArgParser(
+            prog="python -m pipeline.rerun", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         ap.add_argument("run_id")
         ap.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
         ap.add_argument("--data", default="data/prepared", help="prepared data folder")
-        ap.add_argument("--threads", type=int, default=1, help="the trial's cpus_per_worker")
+        ap.add_argument("--threads", type=positive_int, default=1, help="the trial's cpus_per_worker")
         args = ap.parse_args(argv)
         out = rerun(args.run_id, args.tracking_uri, args.data, threads=args.threads)
         return 0 if out["rows"] else 1

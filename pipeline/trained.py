@@ -114,18 +114,26 @@ class ModelLoader:
         if self.problem:
             raise FileNotFoundError(self.problem)
         c = tracking.client(self.uri)
+        model_id = run["tags"].get("best_model_id")
         with tempfile.TemporaryDirectory() as d, quiet_downloads():
             cfg = TrialConfig.model_validate(run_config(c, run, Path(d)))
-            state = torch.load(
-                c.download_artifacts(run["run_id"], "best_model.pt", d), map_location="cpu", weights_only=True
-            )
+            if model_id:
+                import mlflow.pytorch
+
+                model = mlflow.pytorch.load_model(f"models:/{model_id}", map_location="cpu")
+            else:
+                path = c.download_artifacts(run["run_id"], "best_model.pt", d)
+                state = torch.load(path, map_location="cpu", weights_only=True)
         data = self.data(cfg)
-        with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's random stream stays as it was
-            model, _ = build_untrained(cfg, data.info)
-        model.load_state_dict(state)
+        if not model_id:
+            with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's random stream stays as it was
+                model, _ = build_untrained(cfg, data.info)
+            model.load_state_dict(state)
         return Trained(model.eval(), cfg, data, run)
 
     def __call__(self, run: Run) -> Trained | None:
+        if self.problem:  # said once by the caller (`problem`), not once per run
+            return None
         try:
             return self.load(run)
         except Exception as e:  # no artifact (a run that never finished an epoch), or an unreachable store

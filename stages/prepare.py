@@ -1,21 +1,24 @@
 """DVC stage `prepare`: write every data set the active profile's studies read into the prepared folder."""
 
-import argparse
 from pathlib import Path
 
 from pipeline.config import load_params, load_study
 from pipeline.data import prepare
 from pipeline.data.base import LoadContext
-from pipeline.entry import exit_now, guarded
+from pipeline.entry import ArgParser, exit_now, guarded
+from pipeline.preflight import preflight
 
 
 @guarded
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = ArgParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--experiments", required=True, help="folder of <study>.yaml specs")
     ap.add_argument("--out", required=True, help="prepared data folder")
     args = ap.parse_args(argv)
+    # Every study in every profile is checked before a file is written; DVC keeps the prepared folder
+    # (persist: true) and each data set is replaced atomically, so a refusal here loses nothing.
+    preflight(args.params, args.experiments, services=False)
     params = load_params(args.params)
     wanted: dict[str, tuple[str, dict]] = {}
     for name in params.studies:

@@ -1,15 +1,13 @@
 """DVC stage `report@<name>`: statistics, tables and figures for one study from its exported runs."""
 
-import argparse
-
 from pipeline.config import load_params, load_study
-from pipeline.entry import exit_now, guarded, setup_logging
-from pipeline.report import build_report
+from pipeline.entry import ArgParser, exit_now, guarded, setup_logging
+from pipeline.report.build import build_report
 
 
 @guarded
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = ArgParser(description=__doc__)  # bad usage: one line, exit code 2
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--study", required=True, help="experiments/<study>.yaml")
     ap.add_argument("--results", required=True, help="the study stage's results folder")
@@ -20,19 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     study = load_study(args.study, load_params(args.params), args.params)
-    spec = study.spec
-    out = build_report(
-        args.results,
-        args.out,
-        spec.question,
-        spec.metric,
-        spec.mode,
-        spec.target.model_dump() if spec.target else None,
-        spec.report,
-        args.data,
-        test=args.test,
-        log_to_mlflow=not args.no_mlflow,
-    )
+    out = build_report(study, args.results, args.out, args.data, test=args.test, log_to_mlflow=not args.no_mlflow)
     print(out["analysis"]["answer"])
 
 

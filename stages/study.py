@@ -1,20 +1,27 @@
 """DVC stage `study@<name>`: run one study's sweep (Ray Tune + MLflow) and export its runs."""
 
-import argparse
+import os
+from pathlib import Path
 
 from pipeline.config import load_params, load_study
-from pipeline.entry import exit_now, guarded
+from pipeline.entry import ArgParser, exit_now, guarded
+from pipeline.preflight import preflight
 from pipeline.sweep import run_study
 
 
 @guarded
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = ArgParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--study", required=True, help="experiments/<study>.yaml")
     ap.add_argument("--data", required=True, help="prepared data folder")
     ap.add_argument("--out", required=True, help="results folder: runs.json, sweep.json")
     args = ap.parse_args(argv)
+    # Before anything is touched: this study in every profile, and (unless `make repro`'s session already tried
+    # them) the tracking store, the storage folder and the Ray address. DVC keeps this stage's outputs
+    # (persist: true), so a refusal here loses nothing.
+    spec = Path(args.study)
+    preflight(args.params, spec.parent, [spec.stem], services=not os.environ.get("PIPELINE_PREFLIGHT_DONE"))
     params = load_params(args.params)
     study = load_study(args.study, params, args.params)
     summary = run_study(study, args.data, args.out)

@@ -104,6 +104,20 @@ def test_run_goes_through_dvc(capsys, project):
     assert out.strip() == "$ dvc repro --single-item report@demo"
 
 
+@pytest.mark.parametrize(
+    "argv", [["run", "demo", "--dry-run"], ["report", "demo", "--dry-run"], ["report", "demo", "--out", "scratch"]]
+)
+def test_unknown_report_section_fails_before_dvc_runs(capsys, project, argv):
+    """A bad `report:` name is one line naming the file and `report.<i>`, before DVC could delete an output."""
+    (project / "experiments" / "demo.yaml").write_text(yaml.safe_dump({**SPEC, "report": ["nosuch"]}))
+    argv = [str(project / a) if a == "scratch" else a for a in argv]
+    code, out, err = run(capsys, "--root", str(project), *argv)
+    assert code == 2 and out == ""  # no DVC command printed, none run
+    assert len(err.strip().splitlines()) == 1, err
+    assert "experiments/demo.yaml: report.0: unknown report section 'nosuch'; allowed: " in err
+    assert not (project / "scratch").exists()
+
+
 def test_report_studies_and_show(capsys, project):
     code, out, _ = run(capsys, "--root", str(project), "studies", "--no-dvc")
     assert code == 0

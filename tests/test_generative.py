@@ -282,7 +282,7 @@ def test_generative_study_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> 
     from mlflow import MlflowClient
 
     from pipeline.config import load_params, load_study
-    from pipeline.report import build_report
+    from pipeline.report.build import build_report
     from pipeline.sweep import run_study
     from tests.conftest import REPO, write_params
 
@@ -301,11 +301,8 @@ def test_generative_study_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> 
         assert grids == {"epochs/samples_epoch001.png", "epochs/samples_epoch002.png"}  # one per epoch
     assert "val_elbo" in next(r for r in runs if r["tags"]["variant"] == "vae")["history"]
     assert "val_d_loss" in next(r for r in runs if r["tags"]["variant"] == "gan")["history"]
-    spec = study.spec
     out = tmp_path / "report"
-    rep = build_report(
-        tmp_path / "results", out, spec.question, spec.metric, spec.mode, None, spec.report, tmp_path / "prepared"
-    )
+    rep = build_report(study, tmp_path / "results", out, tmp_path / "prepared")
     answer = rep["analysis"]["answer"]
     assert "classifier_fd" in answer and "Judge confidence" in answer, answer
     for fig in ("samples.png", "reconstructions.png", "latent_space.png"):

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from pipeline import html
+from pipeline.config import Params, Study, StudySpec
 from pipeline.errors import ConfigError
-from pipeline.report import build_report
+from pipeline.report.build import build_report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -46,6 +47,12 @@ def fake_runs(values: dict[str, list[float]], epochs: int = 3) -> list[dict]:
     return runs
 
 
+def fake_study(name: str, question: str, metric: str = "val_accuracy", mode: str = "max", **spec) -> Study:
+    """A validated study as `load_study` returns it, without a spec file: what `build_report` reads."""
+    fields = {"question": question, "model": {}, "dataset": {}, "metric": metric, "mode": mode, **spec}
+    return Study(name, Path(f"experiments/{name}.yaml"), StudySpec.model_validate(fields), Params())
+
+
 def make_report(folder: Path, study: str, values: dict[str, list[float]], **sweep) -> Path:
     results = folder / "results" / study
     results.mkdir(parents=True)
@@ -53,7 +60,7 @@ def make_report(folder: Path, study: str, values: dict[str, list[float]], **swee
     sweep = {"study": study, "experiment_id": "7", "parent_run_id": "p" * 32, "profile": "tiny", **sweep}
     (results / "sweep.json").write_text(json.dumps(sweep))
     out = folder / "reports" / study
-    build_report(results, out, f"Which {study} variant wins?", "val_accuracy", "max", log_to_mlflow=False)
+    build_report(fake_study(study, f"Which {study} variant wins?"), results, out, log_to_mlflow=False)
     return out
 
 
@@ -135,7 +142,9 @@ def test_index_stage_runs_after_every_report_stage():
     studies = yaml.safe_load((REPO / "params.yaml").read_text())["studies"]
     missing = [s for s in studies if f'"report@{s}" -> "index"' not in dag]
     assert not missing, dag
-    assert yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["index"]["outs"] == ["site/index.html"]
+    assert yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["index"]["outs"] == [
+        {"site/index.html": {"persist": True}}
+    ]
 
 
 # --------------------------------------------------------------------------- in a real browser

@@ -19,9 +19,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_html import fake_study
 
-from pipeline import report, tracking
-from pipeline.report import analyze, build_report
+from pipeline import tracking
+from pipeline.report.analysis import analyze
+from pipeline.report.build import build_report
+from pipeline.report.confusion import confusion
+from pipeline.report.figures import per_epoch
+from pipeline.report.markdown import format_stat
 
 VALUES = {"a": [0.90, 0.92, 0.94], "b": [0.80, 0.82, 0.84], "c": [0.91]}
 N_PARAMS = {"a": 1000, "b": 2000, "c": 1000}
@@ -99,7 +104,9 @@ def study(tmp_path_factory, prepared) -> dict:
     art = tmp / "art"
     art.mkdir()
     torch.save(model.state_dict(), art / "best_model.pt")
-    (art / "config.yaml").write_text(yaml.safe_dump({"model": MODEL, "dataset": DATASET, "seed": 2}))
+    # the resolved config, complete as a trial saves it: the report's model loader validates it
+    resolved = {"study": "demo", "model": MODEL, "dataset": DATASET, "train": {}, "seed": 2}
+    (art / "config.yaml").write_text(yaml.safe_dump(resolved))
     c.log_artifact(best, str(art / "best_model.pt"))
     c.log_artifact(best, str(art / "config.yaml"))
 
@@ -110,7 +117,7 @@ def study(tmp_path_factory, prepared) -> dict:
     sweep = {"study": "demo", "tracking_uri": uri, "experiment_id": exp, "parent_run_id": parent, "seeds": [0, 1, 2]}
     (results / "sweep.json").write_text(json.dumps(sweep))
     out = tmp / "report"
-    built = build_report(results, out, "Which variant is best?", "val_accuracy", "max", data_dir=prepared)
+    built = build_report(fake_study("demo", "Which variant is best?"), results, out, data_dir=prepared)
     with torch.no_grad():
         pred = model(data.x_test).argmax(dim=-1).numpy()
     return {
@@ -213,11 +220,29 @@ def test_report_builds_without_a_store(study, tmp_path, caplog, prepared):
     sweep = {"study": "demo", "tracking_uri": f"sqlite:///{gone}", "experiment_id": "1", "parent_run_id": "x"}
     (results / "sweep.json").write_text(json.dumps(sweep))
     with caplog.at_level(logging.WARNING, logger="pipeline"):
-        built = build_report(results, tmp_path / "out", "Q", "val_accuracy", "max", data_dir=prepared)
+        built = build_report(fake_study("demo", "Q"), results, tmp_path / "out", data_dir=prepared)
     assert "report not logged to MLflow: no MLflow database" in caplog.text
     assert built["analysis"]["confusion"] == {"skipped": f"no MLflow database at {gone}"}
     assert not gone.parent.exists()  # no empty store was created on the way
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["variants"]["a"]["rank"] == 1
+
+
+def test_report_stage_rejects_an_unknown_section_before_writing(study, tmp_path, capsys):
+    import importlib.util
+
+    from tests.conftest import TINY_SPEC, write_params, write_spec
+
+    spec = importlib.util.spec_from_file_location("report_stage", Path(__file__).parents[1] / "stages" / "report.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    params = write_params(tmp_path)
+    spec_file = write_spec(tmp_path, "demo", {**TINY_SPEC, "report": ["nosuch"]})
+    out = tmp_path / "out"
+    argv = ["--params", str(params), "--study", str(spec_file), "--results", str(study["results"]), "--out", str(out)]
+    assert stage.main([*argv, "--no-mlflow"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{spec_file}: report.0: unknown report section 'nosuch'; allowed: " in err[0]
+    assert not out.exists()
 
 
 def test_confusion_skips_non_classification(study, prepared):
@@ -230,9 +255,9 @@ def test_confusion_skips_non_classification(study, prepared):
     ]
     analysis = analyze(runs, "val_accuracy", "max")
     sweep = {"tracking_uri": study["uri"]}
-    skipped = report.confusion(runs, analysis, sweep, prepared)
+    skipped = confusion(runs, analysis, sweep, prepared)
     assert skipped == {"skipped": "task 'regression' is not single-label classification"}
-    assert report.confusion(runs, analysis, sweep, None) == {"skipped": "no prepared data folder given"}
+    assert confusion(runs, analysis, sweep, None) == {"skipped": "no prepared data folder given"}
 
 
 def test_permutation_test_is_exact_for_three_seeds(study):
@@ -244,16 +269,16 @@ def test_permutation_test_is_exact_for_three_seeds(study):
 
 
 def test_curves_of_unequal_length_average_the_runs_that_reached_each_epoch():
-    mean, std, n = report._per_epoch([[1.0, 2.0, 3.0], [3.0, 4.0]])
+    mean, std, n = per_epoch([[1.0, 2.0, 3.0], [3.0, 4.0]])
     assert mean.tolist() == [2.0, 3.0, 3.0]
     assert n.tolist() == [2, 2, 1]
     assert std[0] == pytest.approx(np.std([1, 3], ddof=1)) and std[2] == 0.0
 
 
 def test_number_formatting():
-    assert report._fmt({"mean": 21450.0, "std": 0.0, "n": 3}) == "21,450"
-    assert report._fmt({"mean": 0.5, "std": 0.0, "n": 1}) == "0.5 (n=1)"
-    assert report._fmt({"mean": 19516.1, "std": 4355.5, "ci_low": -19616.9, "ci_high": 58649.2, "n": 2}) == (
+    assert format_stat({"mean": 21450.0, "std": 0.0, "n": 3}) == "21,450"
+    assert format_stat({"mean": 0.5, "std": 0.0, "n": 1}) == "0.5 (n=1)"
+    assert format_stat({"mean": 19516.1, "std": 4355.5, "ci_low": -19616.9, "ci_high": 58649.2, "n": 2}) == (
         "19,520 ± 4,400 [-19,620, 58,650]"
     )
 

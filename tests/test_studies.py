@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from pipeline import tracking
@@ -17,10 +18,26 @@ from pipeline.config import TrialConfig, load_params, load_study
 from pipeline.data.base import LoadContext, Splits
 from pipeline.datainfo import DataInfo
 from pipeline.diagnostics import initial_stats
-from pipeline.extras import ExtraContext, classic, list_extras
+from pipeline.errors import ConfigError
 from pipeline.models import build_model
 from pipeline.models.init import apply_init
 from pipeline.models.rnn import recurrent_parameter_count
+from pipeline.sections import (
+    Context,
+    architectures,
+    capacity,
+    check_sections,
+    clipping,
+    decision_boundary,
+    generalization_gap,
+    init_signal,
+    list_sections,
+    maxout_params,
+    polynomial_fit,
+    recurrent_params,
+)
+from pipeline.sections.common import logged_config
+from pipeline.trained import ModelLoader, Trained
 from tests.conftest import REPO, write_params
 
 STUDIES = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
@@ -57,7 +74,18 @@ def test_classic_studies_exist_and_name_their_sections() -> None:
     params = load_params(REPO / "params.yaml")
     for name in CLASSIC:
         study = load_study(REPO / "experiments" / f"{name}.yaml", params)
-        assert study.spec.report and set(study.spec.report) <= set(list_extras()), name
+        assert study.spec.report and set(study.spec.report) <= set(list_sections()), name
+
+
+def test_every_report_name_is_a_registered_section() -> None:
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        names = yaml.safe_load(path.read_text()).get("report", [])
+        check_sections(names, str(path))
+        assert set(names) <= set(list_sections()), path.name
+    with pytest.raises(ConfigError) as err:
+        check_sections(["nope"], "x.yaml")
+    text = str(err.value)
+    assert "x.yaml" in text and "report.0" in text and all(name in text for name in list_sections())
 
 
 @pytest.mark.parametrize("name", CLASSIC)
@@ -99,18 +127,18 @@ def _run(cfg: TrialConfig, variant: str, history: dict[str, list[float]], **kw) 
     }
 
 
-def _ctx(tmp_path: Path, runs: list[dict], metric: str = "val_accuracy", mode: str = "max") -> ExtraContext:
-    from pipeline.report import analyze
+def _ctx(tmp_path: Path, runs: list[dict], metric: str = "val_accuracy", mode: str = "max") -> Context:
+    from pipeline.report.analysis import analyze
 
     (tmp_path / "figures").mkdir(exist_ok=True)
-    return ExtraContext("s", runs, {"tracking_uri": None}, analyze(runs, metric, mode), tmp_path, None)
+    return Context("s", runs, {"tracking_uri": None}, analyze(runs, metric, mode), tmp_path, None)
 
 
 def test_run_config_round_trips_logged_params() -> None:
     cfg = _cfg({"name": "rnn_classifier", "cell": "gru", "param_budget": 900}, train={"grad_clip": 0.5, "lr": 1e-5})
-    assert classic.run_config(_run(cfg, "v", {})) == cfg
+    assert logged_config(_run(cfg, "v", {})) == cfg
     cfg = _cfg({"name": "mlp", "hidden": [16, 16]}, train={"train_limit": 100})
-    assert classic.run_config(_run(cfg, "v", {})) == cfg
+    assert logged_config(_run(cfg, "v", {})) == cfg
 
 
 # --------------------------------------------------------------------------- regression
@@ -125,14 +153,14 @@ def _poly_data(coef: list[float], n: int = 200) -> Splits:
 
 def test_least_squares_recovers_an_exact_polynomial() -> None:
     data = _poly_data([0.5, -1.0, 0.0, 2.0])
-    assert classic.least_squares(data.x_train, data.y_train, 3) == pytest.approx([0.5, -1.0, 0.0, 2.0], abs=1e-4)
+    assert polynomial_fit.least_squares(data.x_train, data.y_train, 3) == pytest.approx([0.5, -1.0, 0.0, 2.0], abs=1e-4)
     # one degree more: the extra power gets (almost) nothing
-    assert classic.least_squares(data.x_train, data.y_train, 4)[4] == pytest.approx(0.0, abs=1e-4)
+    assert polynomial_fit.least_squares(data.x_train, data.y_train, 4)[4] == pytest.approx(0.0, abs=1e-4)
 
 
 def test_coefficient_rows_charge_missing_and_extra_powers() -> None:
     truth = [0.5, -1.0, 0.0, 2.0]
-    rows = classic.coefficient_rows(
+    rows = polynomial_fit.coefficient_rows(
         {1: [[0.5, 0.2]], 3: [[0.5, -1.0, 0.1, 2.0], [0.5, -1.0, -0.1, 2.0]], 5: [[0.5, -1.0, 0.0, 2.0, 0.0, 0.3]]},
         truth,
     )
@@ -155,11 +183,11 @@ def test_polynomial_fit_section_reads_coefficients_from_the_models(tmp_path, mon
             model.linear.bias.fill_(coef[0])
             model.linear.weight.copy_(torch.tensor([coef[1:]]))
         runs.append(run)
-        models[run["run_id"]] = classic.Trained(
-            model, cfg, Splits(**data.tensors(), info=data.info, meta={**data.meta, "noise_std": 0.1})
+        models[run["run_id"]] = Trained(
+            model, cfg, Splits(**data.tensors(), info=data.info, meta={**data.meta, "noise_std": 0.1}), run
         )
-    monkeypatch.setattr(classic.ModelLoader, "__call__", lambda self, run: models[run["run_id"]])
-    res = classic.polynomial_fit(_ctx(tmp_path, runs, "val_loss", "min"))
+    monkeypatch.setattr(ModelLoader, "__call__", lambda self, run: models[run["run_id"]])
+    res = polynomial_fit.polynomial_fit(_ctx(tmp_path, runs, "val_loss", "min"))
     text = " ".join(res.sentences)
     assert "lowest at degree 3" in text and "degree 1 (0.11) underfit" in text
     assert "[+0.500, -1.000, +0.000, +2.000]" in text  # recovered exactly at the true degree
@@ -176,12 +204,12 @@ def test_bayes_reference_and_boundary_angle() -> None:
     y = (x.sum(dim=1) > 0).float().view(-1, 1)
     h = 0.5
     d = Splits(x, y, x, y, x, y, DataInfo((2,), 1, "binary"), {"class_means": [[-h, -h], [h, h]], "noise_std": 1.0})
-    ref = classic.bayes_reference(d)
+    ref = decision_boundary.bayes_reference(d)
     assert ref["accuracy"] == 1.0  # the labels are the Bayes rule itself here
     assert (ref["w0"], ref["w1"], ref["b"]) == pytest.approx((1.0, 1.0, 0.0))
-    assert classic.boundary_angle([1, 1], [2, 2]) == pytest.approx(0.0, abs=1e-6)
-    assert classic.boundary_angle([1, 0], [0, 1]) == pytest.approx(90.0)
-    assert classic.boundary_angle([1, 0], [1, 1]) == pytest.approx(45.0)
+    assert decision_boundary.boundary_angle([1, 1], [2, 2]) == pytest.approx(0.0, abs=1e-6)
+    assert decision_boundary.boundary_angle([1, 0], [0, 1]) == pytest.approx(90.0)
+    assert decision_boundary.boundary_angle([1, 0], [1, 1]) == pytest.approx(45.0)
 
 
 # --------------------------------------------------------------------------- depth and width
@@ -205,24 +233,24 @@ def test_capacity_sentences_find_the_best_depth_per_width() -> None:
                     "gap": gap,
                 }
             )
-    rows = classic.capacity_rows(records)
+    rows = capacity.capacity_rows(records)
     assert rows[(4, 256)]["val_accuracy"]["mean"] == pytest.approx(0.955)
-    text = " ".join(classic.capacity_sentences(rows))
+    text = " ".join(capacity.capacity_sentences(rows))
     assert "depth 4 × width 256" in text
     assert "best depth is 1 at width 16, 4 at width 256" in text
     assert "from 0.010 at depth 1 × width 16 to 0.090 at depth 4 × width 256" in text
 
 
 def test_depth_width_of_a_config() -> None:
-    assert classic.depth_width(_cfg({"name": "mlp", "hidden": [64, 64, 64]})) == (3, 64)
-    assert classic.depth_width(_cfg({"name": "mlp", "hidden": [64, 32]})) is None
+    assert capacity.depth_width(_cfg({"name": "mlp", "hidden": [64, 64, 64]})) == (3, 64)
+    assert capacity.depth_width(_cfg({"name": "mlp", "hidden": [64, 32]})) is None
 
 
 # --------------------------------------------------------------------------- CNN architectures
 
 
 def test_pareto_front_and_architecture_sentences(tmp_path) -> None:
-    assert classic.pareto_front({"a": (1, 0.9), "b": (2, 0.95), "c": (3, 0.93), "d": (1, 0.8)}) == ["a", "b"]
+    assert architectures.pareto_front({"a": (1, 0.9), "b": (2, 0.95), "c": (3, 0.93), "d": (1, 0.8)}) == ["a", "b"]
     runs = []
     for name, acc, params, flops, speed in (
         ("lenet", 0.95, 60_000, 4e5, 9000),
@@ -240,11 +268,30 @@ def test_pareto_front_and_architecture_sentences(tmp_path) -> None:
                     flops_per_sample=flops,
                 )
             )
-    res = classic.architectures(_ctx(tmp_path, runs))
+    res = architectures.architectures(_ctx(tmp_path, runs))
     text = " ".join(res.sentences)
     assert "against FLOPs the Pareto front is lenet and vgg; googlenet is dominated" in text
     assert "against parameters the Pareto front is vgg; lenet and googlenet are dominated" in text
     assert "lenet trains 30.0× as many samples per second as googlenet" in text
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def test_maxout_params_section_reads_the_ratio_from_n_params(tmp_path) -> None:
+    info = DataInfo((1, 8, 8), 10)
+    runs = []
+    for activation in ("relu", "tanh", "maxout"):
+        model = build_model("mlp", {"hidden": [16, 16], "activation": activation}, info)
+        n = sum(p.numel() for p in model.parameters())
+        for seed in (0, 1):
+            cfg = _cfg({"name": "mlp", "hidden": [16, 16], "activation": activation}, seed=seed)
+            runs.append(_run(cfg, activation, {"val_accuracy": [0.5, 0.6]}, n_params=float(n)))
+    res = maxout_params.maxout_params(_ctx(tmp_path, runs))
+    # plain: (64·16 + 16) + (16·16 + 16) + (16·10 + 10) = 1,482; maxout doubles the two hidden layers: 2,794
+    assert res.tables["maxout"]["maxout"]["ratio"] == pytest.approx({"relu": 2794 / 1482, "tanh": 2794 / 1482})
+    assert len(res.sentences) == 1
+    assert "maxout has 2,794 parameters, 1.89× the 1,482 of relu and tanh" in res.sentences[0]
 
 
 # --------------------------------------------------------------------------- initialization
@@ -303,7 +350,7 @@ def test_init_signal_section(tmp_path) -> None:
         for i, v in enumerate([first, (first * last) ** 0.5, last]):
             run["history"][f"init_act_std/{2 * i + 2}"] = [[1, v]]
         runs.append(run)
-    res = classic.init_signal(_ctx(tmp_path, runs))
+    res = init_signal.init_signal(_ctx(tmp_path, runs))
     text = " ".join(res.sentences)
     assert "normal 0.01 → 1e-09 (vanishes" in text and "kaiming 1 → 0.9 (is preserved" in text
     assert list(res.tables["step0_act_std"]["normal"]) == ["2", "4", "6"]
@@ -319,9 +366,9 @@ def test_gap_rows_and_sentences() -> None:
         "crop": [{"train_accuracy": 0.95, "val_accuracy": 0.93}, {"train_accuracy": 0.97, "val_accuracy": 0.93}],
         "flip": [{"train_accuracy": 0.90, "val_accuracy": 0.85}, {"train_accuracy": 0.92, "val_accuracy": 0.85}],
     }
-    rows = classic.gap_rows(fits)
+    rows = generalization_gap.gap_rows(fits)
     assert rows["none"]["gap"]["mean"] == pytest.approx(0.09)
-    text = " ".join(classic.gap_sentences(rows))
+    text = " ".join(generalization_gap.gap_sentences(rows))
     assert "The smallest gap is crop's, the largest none's." in text
     assert "crop and flip shrink the gap; crop raises val accuracy." in text
 
@@ -343,14 +390,14 @@ def test_recurrent_counts_confirm_gate_ratios() -> None:
         for cell in ("rnn", "lstm", "gru")
         for budget in (None, 3000)
     }
-    counts = classic.recurrent_counts(configs, lambda c: build_model(c.model.name, c.model.options, info))
+    counts = recurrent_params.recurrent_counts(configs, lambda c: build_model(c.model.name, c.model.options, info))
     assert counts["lstm,None"]["recurrent_params"] == 4 * counts["rnn,None"]["recurrent_params"]
     assert counts["rnn,3000"]["hidden_size"] > 32 > counts["lstm,3000"]["hidden_size"]
-    text = classic.ratio_sentence(counts)
+    text = recurrent_params.ratio_sentence(counts)
     assert "LSTM has 4.00×" in text and "GRU has 3.00×" in text and "as its gate count predicts" in text
     # a count that breaks the expectation is reported as such, not confirmed
     counts["gru,None"]["recurrent_params"] += 100
-    assert "not the 3× expected" in classic.ratio_sentence(counts)
+    assert "not the 3× expected" in recurrent_params.ratio_sentence(counts)
 
 
 # --------------------------------------------------------------------------- gradient clipping
@@ -367,7 +414,7 @@ def test_clipping_counts_divergence_and_active_thresholds(tmp_path) -> None:
         cfg = _cfg({"name": "rnn_classifier"}, train={"grad_clip": clip}, seed=len(runs))
         hist = {"train_loss": loss, "train_grad_norm": norm, "val_accuracy": [0.5, 0.6]}
         runs.append(_run(cfg, str(clip), hist, outcome=outcome))
-    res = classic.clipping(_ctx(tmp_path, runs))
+    res = clipping.clipping(_ctx(tmp_path, runs))
     text = " ".join(res.sentences)
     assert "1 of 4 runs diverged (loss NaN/inf): no clipping 1/2, clip 10 0/1, clip 1 0/1." in text
     assert "At clip 1 the threshold lies below" in text and "clip 10 the" not in text

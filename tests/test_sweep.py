@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from mlflow import MlflowClient
 
 from pipeline.config import load_params, load_study
 from pipeline.data import load_prepared
-from pipeline.models import build_model
 from pipeline.sweep import run_study
 from pipeline.tasks import task_for
 from pipeline.train import evaluate
@@ -37,12 +35,15 @@ def test_four_concurrent_trials_on_a_fresh_sqlite_store(tmp_path, prepared_dir, 
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
     for r in runs:
-        assert {"study", "family", "variant", "seed", "ray_trial_id", "mlflow.source.git.commit", "data_sha256"} <= set(r["tags"])
+        assert {"study", "family", "variant", "seed", "ray_trial_id", "mlflow.source.git.commit", "data_sha256"} <= set(
+            r["tags"]
+        )
         assert [step for step, _ in r["history"]["val_accuracy"]] == [1, 2]
         assert {"train_loss", "val_loss", "epoch_seconds", "samples_per_s"} <= set(r["history"])
         assert r["params"]["model.options.activation"] == r["tags"]["variant"]
         names = {a.path for a in client.list_artifacts(r["run_id"])}
-        assert {"config.yaml", "best_model.pt", "learning_curve.png"} <= names
+        assert {"config.yaml", "learning_curve.png"} <= names
+        assert r["tags"]["best_model_id"]  # the best checkpoint is an MLflow logged model
 
 
 def test_two_worker_ddp_trial_matches_single_process_evaluation(tmp_path, prepared_dir, ray_local):
@@ -57,10 +58,11 @@ def test_two_worker_ddp_trial_matches_single_process_evaluation(tmp_path, prepar
     (run,) = runs
     assert run["status"] == "FINISHED" and run["tags"]["workers"] == "2"
     # Reload the logged best weights and evaluate them in this one process on the full validation split.
-    path = MlflowClient(summary["tracking_uri"]).download_artifacts(run["run_id"], "best_model.pt", str(tmp_path))
+    import mlflow.pytorch
+
+    MlflowClient(summary["tracking_uri"])  # the fluent API reads the same store
     data = load_prepared(prepared_dir, "digits")
-    model = build_model("mlp", {"hidden": [32], "activation": "tanh"}, data.info)
-    model.load_state_dict(torch.load(path, weights_only=True))
+    model = mlflow.pytorch.load_model(f"models:/{run['tags']['best_model_id']}")
     single = evaluate(model, data.x_val, data.y_val, task_for("classification"), 256)
     assert single["val_accuracy"] == pytest.approx(run["final"]["best_val_accuracy"], abs=1e-9)
     best_epoch = int(run["final"]["best_epoch"])

@@ -443,7 +443,7 @@ def test_char_features_learn_oov_tags_the_word_only_tagger_cannot(infos) -> None
 def test_language_studies_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> None:
     """language_model, pos_tagging and sentiment: prepare, sweep (real Ray + MLflow SQLite) and report."""
     from pipeline.config import load_params, load_study
-    from pipeline.report import build_report
+    from pipeline.report.build import build_report
     from pipeline.sweep import run_study
     from tests.conftest import REPO, write_params
 
@@ -460,9 +460,7 @@ def test_language_studies_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> 
         assert runs and all(r["status"] == "FINISHED" for r in runs)
         spec = study.spec
         out = tmp_path / "reports" / name
-        rep = build_report(
-            tmp_path / "results" / name, out, spec.question, spec.metric, spec.mode, None, spec.report, data_dir
-        )
+        rep = build_report(study, tmp_path / "results" / name, out, data_dir)
         answer = rep["analysis"]["answer"]
         assert (out / "summary.md").exists() and spec.metric in answer, answer
         if name == "language_model":

@@ -11,13 +11,17 @@ import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from pipeline.data.base import DATASETS, LoadContext, Splits
-from pipeline.datainfo import DataInfo
+from pipeline.datainfo import DataInfo, TaskKind
 from pipeline.errors import ConfigError
+
+# What a reader of a damaged prepared file should do about it.
+REPREPARE = "re-run the prepare stage (dvc repro prepare)"
+SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
 def dataset_key(name: str, options: dict[str, Any]) -> str:
@@ -76,25 +80,110 @@ def prepare(name: str, options: dict[str, Any], ctx: LoadContext, folder: str | 
         "meta": splits.meta,
     }
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    # Also replaced whole: a reader never sees a half-written metadata file (a killed run leaves the old one,
+    # whose checksum then refuses the new .pt).
+    meta_tmp = path.with_suffix(".json.tmp")
+    meta_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    meta_tmp.replace(path.with_suffix(".json"))
     return path
 
 
+def _corrupt(path: Path, message: str, key: str | None = None) -> ConfigError:
+    return ConfigError(f"{message}; {REPREPARE}", file=str(path), key=key)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A value as the error line quotes it: repr, cut short (a damaged file may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """The metadata file, checked to hold every key `load_prepared` reads, with the type it needs."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _corrupt(meta_path, f"not readable JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise _corrupt(meta_path, f"must be a JSON object, got {_kind(meta)}")
+    for key, kind in (("sha256", str), ("info", dict), ("meta", dict), ("normalization", dict)):
+        if key not in meta:
+            raise _corrupt(meta_path, "missing", key)
+        if not isinstance(meta[key], kind):
+            raise _corrupt(
+                meta_path, f"must be a {'string' if kind is str else 'JSON object'}, got {_kind(meta[key])}", key
+            )
+    info = meta["info"]
+    shape = info.get("input_shape")
+    if not isinstance(shape, list) or not shape or not all(_is_int(d) and d > 0 for d in shape):
+        raise _corrupt(meta_path, f"must be a list of positive integers, got {_show(shape)}", "info.input_shape")
+    if not _is_int(info.get("num_classes")) or info["num_classes"] < 0:
+        raise _corrupt(meta_path, f"must be an integer >= 0, got {_show(info.get('num_classes'))}", "info.num_classes")
+    tasks = get_args(TaskKind)
+    if info.get("task") not in tasks:
+        raise _corrupt(meta_path, f"must be one of {', '.join(tasks)}, got {_show(info.get('task'))}", "info.task")
+    if not isinstance(info.get("extra"), dict):
+        raise _corrupt(meta_path, f"must be a JSON object, got {_kind(info.get('extra'))}", "info.extra")
+    sizes = meta.get("sizes", {})
+    if not isinstance(sizes, dict) or not all(_is_int(n) for n in sizes.values()):
+        raise _corrupt(meta_path, f"must map each split to its sample count, got {_show(sizes)}", "sizes")
+    return meta
+
+
+def _check_tensors(path: Path, tensors: Any, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+    """The six split tensors, x and y of each split of equal length and of the sizes the metadata records."""
+    if not isinstance(tensors, dict):
+        raise _corrupt(path, f"must hold a dict of the split tensors, got {_kind(tensors)}")
+    for key in tensors:
+        if key not in SPLIT_KEYS:
+            raise _corrupt(path, f"unexpected entry; allowed: {', '.join(SPLIT_KEYS)}", str(key))
+    for key in SPLIT_KEYS:
+        if key not in tensors:
+            raise _corrupt(path, "missing", key)
+        if not isinstance(tensors[key], torch.Tensor) or tensors[key].ndim == 0:
+            raise _corrupt(path, f"must be a tensor with a sample dimension, got {_kind(tensors[key])}", key)
+    for split in ("train", "val", "test"):
+        n_x, n_y = len(tensors[f"x_{split}"]), len(tensors[f"y_{split}"])
+        if n_x != n_y:
+            raise _corrupt(path, f"{n_x} inputs but {n_y} targets", f"y_{split}")
+        if f"x_{split}" in sizes and sizes[f"x_{split}"] != n_x:
+            raise _corrupt(path, f"{n_x} samples, the metadata says {sizes[f'x_{split}']}", f"x_{split}")
+    return tensors
+
+
 def load_prepared(folder: str | Path, name: str, options: dict[str, Any] | None = None) -> Splits:
-    """Read a prepared dataset back, refusing a file whose checksum does not match its metadata."""
+    """Read a prepared dataset back, checked against its metadata.
+
+    A damaged pair (truncated or hand-edited JSON, a checksum mismatch, a file torch cannot read, missing
+    splits) is a ConfigError naming the file and saying to re-run the prepare stage.
+    """
     opts = DATASETS.get(name).options.model_validate(options or {}).model_dump()
     path = prepared_path(folder, name, opts)
     meta_path = path.with_suffix(".json")
-    if not path.exists() or not meta_path.exists():
+    if not path.is_file() or not meta_path.is_file():
         raise ConfigError(
             f"prepared data missing ({path.name}); run the prepare stage (dvc repro prepare)", file=str(path)
         )
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(meta_path)
     if _sha256(path) != meta["sha256"]:
-        raise ConfigError("checksum does not match its metadata; re-run the prepare stage", file=str(path))
-    t = torch.load(path, weights_only=True)
+        raise _corrupt(path, f"checksum does not match the sha256 in {meta_path.name} (truncated or changed?)")
+    try:
+        loaded = torch.load(path, weights_only=True)
+    except Exception as e:  # a damaged file raises RuntimeError, UnpicklingError, EOFError, ... depending on where
+        raise _corrupt(path, f"not a readable torch file ({type(e).__name__})") from None
+    t = _check_tensors(path, loaded, meta.get("sizes", {}))
     info = meta["info"]
     info = DataInfo(tuple(info["input_shape"]), info["num_classes"], info["task"], info["extra"])
     return Splits(
-        **t, info=info, meta={**meta["meta"], "sha256": meta["sha256"], "normalization": meta["normalization"]}
+        **t,
+        info=info,
+        meta={**meta["meta"], "sha256": meta["sha256"], "normalization": meta["normalization"], "path": str(path)},
     )

@@ -45,6 +45,8 @@ SECTIONS: dict[str, Section] = {}
 
 
 def register_section(name: str) -> Callable[[Section], Section]:
+    """Decorator: file a section under `name` (a name registered twice is a programming error)."""
+
     def deco(fn: Section) -> Section:
         if name in SECTIONS:
             raise ValueError(f"report section {name!r} registered twice")
@@ -55,6 +57,7 @@ def register_section(name: str) -> Callable[[Section], Section]:
 
 
 def get_section(name: str) -> Section:
+    """The section registered as `name`, else a ConfigError listing the allowed names."""
     if name not in SECTIONS:
         raise ConfigError(
             f"unknown report section {name!r}; allowed: {', '.join(sorted(SECTIONS)) or 'none'}", key="report"
@@ -63,6 +66,7 @@ def get_section(name: str) -> Section:
 
 
 def list_sections() -> list[str]:
+    """Every registered section name, sorted."""
     return sorted(SECTIONS)
 
 

@@ -204,7 +204,7 @@ class GANTask(Generative):
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         if cfg.grad_clip is not None:
-            torch.nn.utils.clipgrad_norm_(gan.discriminator.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(gan.discriminator.parameters(), cfg.grad_clip)
         opt_d.step()
 
         # generator: make the (just updated) discriminator call its samples real
@@ -213,7 +213,7 @@ class GANTask(Generative):
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         if cfg.grad_clip is not None:
-            norm = torch.nn.utils.clipgrad_norm_(gan.generator.parameters(), cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(gan.generator.parameters(), cfg.grad_clip)
         else:
             norm = grad_norm(gan.generator)
         opt_g.step()  # the discriminator's gradients from this pass are cleared before its next step

@@ -78,7 +78,7 @@ class Tagging(Task):
         loss = self.loss(model(x), y)
         loss.backward()
         if cfg.grad_clip is not None:
-            norm = torch.nn.utils.clipgrad_norm_(model.parameters(), cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         else:
             norm = grad_norm(model)
         opt.step()

@@ -1,5 +1,4 @@
-"""Report sections of the generative study: sample quality measured the same way for every family, and the
-autoencoders' latent spaces.
+"""Generative study: sample quality measured the same way for every family.
 
 Sample quality uses a *judge*: a small classifier trained here, deterministically, on the study's own
 prepared training split. Every run's best weights draw as many samples as the test split has images, and
@@ -20,8 +19,9 @@ from torch import nn
 
 from pipeline import plots
 from pipeline.data import Splits
-from pipeline.extras import ExtraContext, ExtraResult, register_extra
-from pipeline.extras.trained import by_variant, comparison, ok_runs, ranked_variants, single_thread, trained
+from pipeline.runs import by_variant, ok_runs
+from pipeline.sections.base import Context, Result, register_section
+from pipeline.sections.common import comparison, ranked_variants, single_thread
 from pipeline.stats import summarize
 from pipeline.tasks.generative import feature_gaussian, frechet_distance
 
@@ -63,6 +63,7 @@ def train_judge(data: Splits, steps: int = JUDGE_STEPS, seed: int = 0) -> tuple[
 
 @torch.no_grad()
 def judge_scores(judge: Judge, images: torch.Tensor, real: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    """Fréchet distance to the real test features, mean confidence and class entropy of `images`."""
     feats = judge.features(images)
     probs = judge.head(feats).softmax(1)
     mean_p = probs.mean(0)
@@ -73,15 +74,15 @@ def judge_scores(judge: Judge, images: torch.Tensor, real: tuple[torch.Tensor, t
     }
 
 
-@register_extra("sample_quality")
+@register_section("sample_quality")
 @single_thread()
-def sample_quality(ctx: ExtraContext) -> ExtraResult:
+def sample_quality(ctx: Context) -> Result:
     """Judge-feature Fréchet distance, judge confidence and class coverage of every run's samples."""
-    runs = by_variant(ok_runs(ctx))
+    runs = by_variant(ok_runs(ctx.runs))
     if ctx.data_dir is None or not runs:
-        return ExtraResult(["Sample quality needs the prepared data and a finished run."])
+        return Result(["Sample quality needs the prepared data and a finished run."])
     order = [v for v in ranked_variants(ctx) if v in runs]
-    _, _, data = trained(ctx, runs[order[0]][0])
+    data = ctx.loader.load(runs[order[0]][0]).data
     judge, judge_acc = train_judge(data)
     n = len(data.x_test)
     with torch.no_grad():
@@ -93,7 +94,7 @@ def sample_quality(ctx: ExtraContext) -> ExtraResult:
     recons: dict[str, torch.Tensor] = {}
     for variant in order:
         for i, run in enumerate(runs[variant]):
-            model, _, _ = trained(ctx, run)
+            model = ctx.loader.load(run).model
             with torch.no_grad():
                 samples = model.sample(n, generator=torch.Generator().manual_seed(SAMPLE_SEED)).float()
             for k, v in judge_scores(judge, samples, real).items():
@@ -136,35 +137,4 @@ def sample_quality(ctx: ExtraContext) -> ExtraResult:
             for k in ("confidence", "class_entropy")
         },
     }
-    return ExtraResult(sentences, figs, table)
-
-
-def _pca2(z: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Project onto the first two principal components; returns (points, fraction of variance kept)."""
-    z = z.double() - z.double().mean(0)
-    if z.shape[1] <= 2:
-        return z.float(), 1.0
-    _, s, v = torch.linalg.svd(z, full_matrices=False)
-    var = s**2
-    return (z @ v[:2].T).float(), float(var[:2].sum() / var.sum())
-
-
-@register_extra("latent_space")
-@single_thread()
-def latent_space(ctx: ExtraContext) -> ExtraResult:
-    """The test images' codes (the VAE's posterior means) in 2-D, coloured by class, for each autoencoder."""
-    runs = by_variant(ok_runs(ctx))
-    panels, kept = {}, {}
-    for variant in [v for v in ranked_variants(ctx) if v in runs]:
-        model, _, data = trained(ctx, runs[variant][0])
-        if not hasattr(model, "encode"):
-            continue
-        with torch.no_grad():
-            xy, frac = _pca2(model.encode(data.x_test))
-        label = variant if frac == 1.0 else f"{variant} (PCA, {100 * frac:.0f}% of variance)"
-        panels[label] = (xy.numpy(), data.y_test.numpy())
-        kept[variant] = frac
-    if not panels:
-        return ExtraResult([], [], {})
-    fig = plots.latent_scatter(panels, ctx.out_dir / "figures" / "latent_space.png", f"{ctx.study}: test codes")
-    return ExtraResult([], [fig], {"pca_variance_kept": kept})
+    return Result(sentences, figs, table)

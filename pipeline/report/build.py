@@ -1,0 +1,233 @@
+"""`build_report`: the whole report folder of one study, from its exported runs and its spec."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Study
+from pipeline.errors import ConfigError
+from pipeline.report.analysis import analyze, metrics_file
+from pipeline.report.confusion import confusion
+from pipeline.report.figures import confusion_figure, standard_figures, write_curve_csvs
+from pipeline.report.markdown import summary_markdown
+from pipeline.report.mlflow_log import log_report
+from pipeline.runs import Run
+from pipeline.sections import Context, check_sections, get_section
+from pipeline.stats import Test
+
+log = logging.getLogger(__name__)
+
+# The report's declared outputs (dvc.yaml's outs, metrics and plots of report@<study>). Each is replaced whole, and
+# only once the whole report is built: DVC keeps them between runs (persist), so a failed run must leave them be.
+OUTPUTS = ("figures", "tables", "curves", "metrics.json", "analysis.json", "summary.md")
+
+
+def build_report(
+    study: Study,
+    results_dir: str | Path,
+    out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    *,
+    test: Test = "welch",
+    log_to_mlflow: bool = True,
+) -> dict[str, Any]:
+    """Write the report folder (see `pipeline.report`); returns {"analysis", "figures"}.
+
+    The question, metric, mode, target and sections come from `study.spec`; a section name that is not
+    registered fails here, before anything is written.
+    """
+    spec = study.spec
+    check_sections(spec.report, str(study.path))
+    out = Path(out_dir)
+    data = Path(data_dir) if data_dir else None
+    runs, sweep = load_results(results_dir, study.name)
+    target = spec.target.model_dump() if spec.target else None
+    analysis = analyze(runs, spec.metric, spec.mode, target, test=test)
+    analysis.update(
+        {
+            "study": study.name,
+            "question": spec.question,
+            **{k: sweep.get(k) for k in ("profile", "seeds", "experiment_id", "parent_run_id", "tracking_uri")},
+        }
+    )
+    # Built in a sibling folder, then moved into place output by output: a failure midway leaves the last report.
+    where = out.resolve()
+    where.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{where.name}.building-", dir=where.parent))
+    try:
+        figures = work / "figures"
+        figures.mkdir()
+        (work / "tables").mkdir()  # the sections' long tables (Markdown); a DVC output, so it exists even when empty
+
+        made: list[Path] = []
+        if spec.report:
+            ctx = Context(study.name, runs, sweep, analysis, work, data)
+            analysis["extras"] = {}
+            for name in spec.report:
+                res = get_section(name)(ctx)
+                analysis["answer"] = " ".join([analysis["answer"], *res.sentences])
+                analysis["extras"][name] = res.tables
+                made += res.figures
+
+        write_curve_csvs(runs, spec.metric, work / "curves")
+        made += standard_figures(study.name, runs, analysis, figures)
+        conf = confusion(runs, analysis, sweep, data)
+        analysis["confusion"] = conf
+        if "matrix" in conf:
+            made.append(confusion_figure(study.name, conf, figures))
+        else:
+            log.info("no confusion matrix: %s", conf["skipped"])
+
+        analysis["figures"] = [p.relative_to(work).as_posix() for p in map(Path, made) if p.is_relative_to(work)]
+        summary = summary_markdown(study.name, spec.question, analysis, sweep)
+        (work / "metrics.json").write_text(json.dumps(metrics_file(analysis), indent=2, sort_keys=True) + "\n")
+        (work / "analysis.json").write_text(json.dumps(analysis, indent=2, sort_keys=True) + "\n")
+        (work / "summary.md").write_text(summary)
+        publish(work, out, OUTPUTS)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    made = [out / p.relative_to(work) if p.is_relative_to(work) else p for p in map(Path, made)]
+    if log_to_mlflow:
+        analysis["logged_to_mlflow"] = log_report(sweep, out, summary)
+    return {"analysis": analysis, "figures": [str(p) for p in made]}
+
+
+def publish(work: Path, out: Path, names: tuple[str, ...]) -> None:
+    """Move each of `names` from the finished `work` folder over its counterpart in `out`, one rename each.
+
+    A file is `os.replace`d (atomic; a DVC cache link in its place is replaced, never written through). A folder
+    cannot be renamed over a non-empty one: the old one is renamed aside first, and back if the second rename fails.
+    `work` must be on `out`'s file system (a sibling); what was replaced is left in `work` for its owner to delete.
+    Each output is replaced atomically, the set of them one after the other (only a rename failing inside one
+    folder could leave some new next to some old).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    replaced = work / ".replaced"
+    replaced.mkdir()
+    for name in names:
+        new, dest = work / name, out / name
+        if new.is_file() and not dest.is_dir():
+            os.replace(new, dest)
+            continue
+        old = None
+        if dest.exists() or dest.is_symlink():
+            old = replaced / name
+            os.rename(dest, old)
+        try:
+            os.rename(new, dest)
+        except OSError:
+            if old is not None:
+                os.rename(old, dest)
+            raise
+
+
+# --------------------------------------------------------------------------- the study stage's results
+
+
+def _kind(value: Any) -> str:
+    names = {
+        dict: "a JSON object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _read_json(path: Path, remedy: str) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"missing; {remedy}", file=str(path))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"not readable JSON ({e}); {remedy}", file=str(path)) from None
+
+
+# What `pipeline.runs` and the report read from each exported run, with the JSON type it needs.
+RUN_FIELDS: tuple[tuple[str, type], ...] = (
+    ("run_id", str),
+    ("status", str),
+    ("tags", dict),
+    ("params", dict),
+    ("final", dict),
+    ("history", dict),
+)
+
+
+def _run_problem(run: Any) -> tuple[str | None, str] | None:
+    """(key within the run, what is wrong) for a run that is not what `tracking.export_runs` writes, else None."""
+    if not isinstance(run, dict):
+        return None, f"must be a run (a JSON object), got {_kind(run)}"
+    for key, kind in RUN_FIELDS:
+        if key not in run:
+            return key, "missing"
+        if not isinstance(run[key], kind):
+            return key, f"must be {'a string' if kind is str else 'a JSON object'}, got {_kind(run[key])}"
+    for group in ("tags", "params"):  # MLflow's tags and params are strings
+        for k, v in run[group].items():
+            if not isinstance(v, str):
+                return f"{group}.{k}", f"must be a string, got {_kind(v)}"
+    seed = run["tags"].get("seed", "0")
+    if not seed.lstrip("-").isdigit():
+        return "tags.seed", f"must be a whole number, got {seed[:40]!r}"
+    for k, v in run["final"].items():
+        if v is not None and not _is_number(v):
+            return f"final.{k}", f"must be a number, got {_kind(v)}"
+    for k, steps in run["history"].items():
+        if not isinstance(steps, list):
+            return f"history.{k}", f"must be a list of [step, value] pairs, got {_kind(steps)}"
+        for j, pair in enumerate(steps):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair))):
+                return f"history.{k}.{j}", "must be a [step, value] pair of numbers"
+    return None
+
+
+def load_results(results_dir: str | Path, study: str) -> tuple[list[Run], dict[str, Any]]:
+    """`runs.json` and `sweep.json` of `study`'s results folder, checked before the report writes anything.
+
+    A file that is missing, not JSON or not of the shape the study stage writes is a ConfigError naming the
+    file (and the key); so are the results of another study (sweep.json's `study`).
+    """
+    results_dir = Path(results_dir)
+    remedy = f"re-run the study stage (dvc repro study@{study})"
+    sweep_file, runs_file = results_dir / "sweep.json", results_dir / "runs.json"
+    sweep = _read_json(sweep_file, remedy)
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"must be a JSON object, got {_kind(sweep)}; {remedy}", file=str(sweep_file))
+    if not isinstance(sweep.get("study"), str):
+        what = "missing" if "study" not in sweep else f"must be a string, got {_kind(sweep['study'])}"
+        raise ConfigError(f"{what}; {remedy}", file=str(sweep_file), key="study")
+    if sweep["study"] != study:
+        raise ConfigError(
+            f"these are the results of study {sweep['study']!r}, not of {study!r}; pass {study}'s results folder",
+            file=str(sweep_file),
+            key="study",
+        )
+    for key in ("profile", "experiment_id", "parent_run_id", "tracking_uri"):
+        if sweep.get(key) is not None and not isinstance(sweep[key], str):
+            raise ConfigError(f"must be a string, got {_kind(sweep[key])}; {remedy}", file=str(sweep_file), key=key)
+    seeds = sweep.get("seeds")
+    if seeds is not None and not (isinstance(seeds, list) and all(isinstance(s, int) for s in seeds)):
+        raise ConfigError(f"must be a list of whole numbers; {remedy}", file=str(sweep_file), key="seeds")
+
+    runs = _read_json(runs_file, remedy)
+    if not isinstance(runs, list):
+        raise ConfigError(f"must be a list of runs, got {_kind(runs)}; {remedy}", file=str(runs_file))
+    for i, run in enumerate(runs):
+        problem = _run_problem(run)
+        if problem:
+            key, what = problem
+            raise ConfigError(f"{what}; {remedy}", file=str(runs_file), key=f"{i}.{key}" if key else str(i))
+    return runs, sweep

@@ -1,0 +1,160 @@
+"""The report's curves and standard figures, drawn with the primitives in `pipeline.plots`.
+
+`curves/<variant>.csv` holds epoch, mean, std and n of the study metric over seeds (DVC plots); under
+`figures/` go the learning curves with a ±1 std band, the final metric per variant with its 95% CI, the
+per-layer gradient norms after epoch 1, the metric against each cost that differs between variants, and
+the best run's confusion matrix.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import plots
+from pipeline import runs as rn
+from pipeline.runs import Run
+
+# Costs the study metric is plotted against when they differ between variants: key, axis label.
+COSTS = (
+    ("n_params", "parameters"),
+    ("flops_per_sample", "FLOPs per sample (forward)"),
+    ("train_seconds", "training wall time per run (s)"),
+)
+
+
+def curves(runs: list[Run], key: str) -> dict[str, list[list[float]]]:
+    """Per variant, each finished run's per-epoch series of `key` (runs may differ in length)."""
+    out: dict[str, list[list[float]]] = defaultdict(list)
+    for r in runs:
+        if rn.is_ok(r) and r["history"].get(key):
+            epochs = {int(s) for s, _ in r["history"].get("epoch", [])}
+            out[rn.variant(r)].append([v for s, v in r["history"][key] if int(s) in epochs])
+    return dict(out)
+
+
+def per_epoch(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, sample std and count per epoch over the runs that reached it (early-stopped runs end sooner)."""
+    n = max(len(s) for s in series)
+    arr = np.full((len(series), n), np.nan)
+    for i, s in enumerate(series):
+        arr[i, : len(s)] = s
+    count = np.sum(np.isfinite(arr), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanstd(ddof=1) of a single run; replaced by 0 below
+        mean = np.nanmean(arr, axis=0)
+        std = np.where(count > 1, np.nanstd(arr, axis=0, ddof=1), 0.0)
+    return mean, std, count
+
+
+def write_curve_csvs(runs: list[Run], metric: str, curves_dir: Path) -> None:
+    """`curves_dir/<variant>.csv` for every variant, replacing the CSVs of an earlier build."""
+    curves_dir.mkdir(exist_ok=True)
+    for stale in curves_dir.glob("*.csv"):
+        stale.unlink()
+    for variant, series in curves(runs, metric).items():
+        mean, std, count = per_epoch(series)
+        with (curves_dir / f"{_safe(variant)}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "mean", "std", "n"])
+            for i in range(len(mean)):
+                w.writerow([i + 1, f"{mean[i]:.6g}", f"{std[i]:.6g}", int(count[i])])
+
+
+def first_epoch_layers(runs: list[Run], prefix: str) -> dict[str, dict[str, float]]:
+    """Per variant, the mean over seeds of a per-layer diagnostic at epoch 1."""
+    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        for key, series in r["history"].items():
+            if key.startswith(prefix) and series:
+                acc[rn.variant(r)][key[len(prefix) :]].append(series[0][1])
+    return {
+        v: {layer: float(np.mean(layers[layer])) for layer in sorted(layers, key=rn.natural_key)}
+        for v, layers in acc.items()
+    }
+
+
+def _differ(values: list[float], rel: float = 0.05) -> bool:
+    """True when the variants' values spread by more than `rel` of the largest (noise in timings aside)."""
+    if len(values) < 2:
+        return False
+    top = max(abs(v) for v in values)
+    return top > 0 and (max(values) - min(values)) > rel * top
+
+
+def cost_plots(study: str, analysis: dict[str, Any], figures: Path) -> list[Path]:
+    """The study metric against each cost (COSTS) that differs between the variants."""
+    metric = analysis["metric"]
+    made = []
+    for key, label in COSTS:
+        points = [
+            {"label": v, "x": r[key]["mean"], "xerr": r[key]["std"], "y": r[metric]["mean"], "yerr": r[metric]["std"]}
+            for v, r in analysis["variants"].items()
+            if "mean" in r.get(key, {}) and "mean" in r.get(metric, {})
+        ]
+        xs = [p["x"] for p in points]
+        if not _differ(xs):
+            continue
+        made.append(
+            plots.scatter_xy(
+                points,
+                figures / f"{metric}_vs_{key}.png",
+                label,
+                metric,
+                f"{study}: {metric} vs {label}",
+                logx=min(xs) > 0 and max(xs) / min(xs) > 10,
+            )
+        )
+    return made
+
+
+def standard_figures(study: str, runs: list[Run], analysis: dict[str, Any], figures: Path) -> list[Path]:
+    """Learning curves, final metric with CI, per-layer gradient norms and cost plots, where they apply."""
+    metric = analysis["metric"]
+    made = []
+    for key in dict.fromkeys([metric, "val_loss", "train_loss"]):
+        c = curves(runs, key)
+        if c:
+            made.append(plots.curves_with_band(c, figures / f"curve_{key}.png", key, f"{study}: {key} per epoch"))
+    rows = [
+        {"variant": v, "rank": r.get("rank"), **r[metric]}
+        for v, r in analysis["variants"].items()
+        if "mean" in r.get(metric, {})
+    ]
+    if rows:
+        made.append(
+            plots.bars_with_ci(
+                rows, figures / f"final_{metric}.png", metric, f"{study}: final {metric} (mean, 95% CI, seeds as dots)"
+            )
+        )
+    grads = first_epoch_layers(runs, "grad_norm/")
+    if grads:
+        made.append(
+            plots.layer_lines(
+                grads,
+                figures / "grad_norm_layers.png",
+                "gradient norm (epoch 1)",
+                f"{study}: per-layer gradient norm after epoch 1",
+            )
+        )
+    return made + cost_plots(study, analysis, figures)
+
+
+def confusion_figure(study: str, conf: dict[str, Any], figures: Path) -> Path:
+    """`figures/confusion_best.png` from a `pipeline.report.confusion.confusion` result with a matrix."""
+    return plots.confusion(
+        np.array(conf["matrix"]),
+        figures / "confusion_best.png",
+        f"{study}: {conf['variant']} seed {conf['seed']}, test accuracy {conf['accuracy']:.3f}",
+        labels=conf["labels"],
+    )
+
+
+def _safe(name: str) -> str:
+    """A variant name as a file name."""
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in name)

@@ -1,0 +1,107 @@
+"""Gradient-clipping study: divergence counts, final metric and loss rises per clipping threshold, the
+thresholds below the typical pre-clip gradient norm, and the loss and gradient-norm traces."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline import plots
+from pipeline.config import TrialConfig
+from pipeline.runs import Run, by_variant, final, is_ok, series, variant
+from pipeline.sections.base import Context, Result, register_section
+from pipeline.sections.common import join, logged_config, ms, stat
+
+
+def clip_label(cfg: TrialConfig | None, name: str) -> str:
+    """'no clipping' or 'clip 0.5' from the run's config; the variant's `name` when the config is unknown."""
+    if cfg is None:
+        return name
+    return "no clipping" if cfg.train.grad_clip is None else f"clip {cfg.train.grad_clip:g}"
+
+
+def loss_rises(losses: Sequence[float]) -> int:
+    """Epochs whose training loss is above the previous epoch's: the instability a threshold should remove."""
+    return sum(b > a for a, b in zip(losses, losses[1:]))
+
+
+def clipping_rows(runs: list[Run], metric: str) -> dict[str, dict[str, Any]]:
+    """Per variant: runs, diverged runs, final metric, worst train loss, mean pre-clip norm against the threshold."""
+    rows: dict[str, dict[str, Any]] = {}
+    for v, rs in by_variant(runs).items():
+        cfg = logged_config(rs[0])
+        ok = [r for r in rs if is_ok(r)]
+        norms = [float(np.mean(series(r, "train_grad_norm") or [np.nan])) for r in rs]
+        rows[v] = {
+            "label": clip_label(cfg, v),
+            "grad_clip": cfg.train.grad_clip if cfg else None,
+            "runs": len(rs),
+            "diverged": sum(r["tags"].get("outcome") == "diverged" for r in rs),
+            metric: stat([final(r, metric) for r in ok]),
+            "loss_rises": stat([loss_rises(series(r, "train_loss")) for r in ok]),
+            "mean_preclip_grad_norm": stat([n for n in norms if math.isfinite(n)]),
+        }
+    return rows
+
+
+def clipping_sentences(rows: dict[str, dict[str, Any]], metric: str, mode: str) -> list[str]:
+    """Divergences per threshold, the final metric with the loss rises, and where the threshold is active."""
+    total = sum(r["diverged"] for r in rows.values())
+    order = sorted(rows.values(), key=lambda r: (r["grad_clip"] is not None, -(r["grad_clip"] or 0)))
+    out = [
+        f"{total} of {sum(r['runs'] for r in rows.values())} runs diverged (loss NaN/inf): "
+        + ", ".join(f"{r['label']} {r['diverged']}/{r['runs']}" for r in order)
+        + "."
+    ]
+    out.append(
+        f"Final {metric}: "
+        + "; ".join(
+            f"{r['label']} {ms(r[metric])} (training loss rose in {ms(r['loss_rises'], 1)} epochs)" for r in order
+        )
+        + "."
+    )
+    active = [
+        r for r in order if r["grad_clip"] is not None and r["mean_preclip_grad_norm"].get("mean", 0) > r["grad_clip"]
+    ]
+    if active:
+        out.append(
+            f"At {join([r['label'] for r in active])} the threshold lies below the mean pre-clip gradient norm "
+            f"({join([format(r['mean_preclip_grad_norm']['mean'], '.2f') for r in active])}), so most steps are "
+            "rescaled: clipping there acts as a smaller effective step size as well as a guard against spikes."
+        )
+    return out
+
+
+@register_section("clipping")
+def clipping(ctx: Context) -> Result:
+    """Loss curves, pre-clip gradient-norm traces and divergence counts per clipping threshold."""
+    res = Result()
+    metric, mode = ctx.analysis["metric"], ctx.analysis["mode"]
+    rows = clipping_rows(ctx.runs, metric)
+    if not rows:
+        res.sentences.append("No run to compare.")
+        return res
+    res.tables["thresholds"] = rows
+    res.sentences += clipping_sentences(rows, metric, mode)
+    fig = ctx.out_dir / "figures"
+    for key, name in (("train_loss", "loss_traces.png"), ("train_grad_norm", "grad_norm_traces.png")):
+        # every run, diverged ones included (up to their last finite epoch): instability is the point
+        curves: dict[str, list[list[float]]] = defaultdict(list)
+        for r in ctx.runs:
+            finite = [x for x in series(r, key) if math.isfinite(x)]
+            if finite:
+                curves[rows[variant(r)]["label"]].append(finite)
+        if curves:
+            res.figures.append(
+                plots.curves_with_band(
+                    dict(curves),
+                    fig / name,
+                    key + (" (pre-clip, epoch mean)" if key == "train_grad_norm" else ""),
+                    f"{ctx.study}: {key} per epoch",
+                )
+            )
+    return res

@@ -1,0 +1,123 @@
+"""Helpers shared by several report sections: the text of a generated sentence, a run's logged config, the
+clean re-evaluation of a best checkpoint, and statistics tables over seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline import tracking
+from pipeline.config import TrialConfig
+from pipeline.runs import Run, unflatten
+from pipeline.sections.base import Context
+from pipeline.stats import compare, describe_finding, summarize
+from pipeline.train import evaluate
+from pipeline.trained import Trained
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- text
+
+
+def stat(values: Sequence[float | None]) -> dict[str, Any]:
+    """The finite values and their summary (n, mean, std, CI); just {"values": []} when none is finite."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return {"values": vals, **summarize(vals).as_dict()} if vals else {"values": []}
+
+
+def ms(s: dict[str, Any], digits: int = 3) -> str:
+    """mean ± std of a `stat` as text (std left out for a single value)."""
+    if "mean" not in s:
+        return "n/a"
+    if s["n"] < 2:
+        return f"{s['mean']:.{digits}f}"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def join(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = list(items)
+    if not items:
+        return ""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def verb(subjects: Sequence[str], singular: str) -> str:
+    """'raises' for one subject, 'raise' for several."""
+    return singular if len(subjects) == 1 else singular[:-1]
+
+
+# --------------------------------------------------------------------------- runs and models
+
+
+def logged_config(run: Run) -> TrialConfig | None:
+    """The run's resolved config, rebuilt from its MLflow params (flattened, values as strings)."""
+    try:
+        return TrialConfig.model_validate(unflatten(run.get("params", {})))
+    except Exception as e:  # a run logged by another version of the code
+        log.warning("run %s: config not rebuilt from its params (%s)", run.get("run_id"), e)
+        return None
+
+
+def clean_fit(trained: Trained) -> dict[str, float]:
+    """The best checkpoint re-evaluated on the training samples it saw (no augmentation, eval mode) and on
+    the validation split: train_/val_ loss and accuracy from the same weights."""
+    d, limit = trained.data, trained.config.train.train_limit
+    x, y = (d.x_train[:limit], d.y_train[:limit]) if limit else (d.x_train, d.y_train)
+    task = trained.task
+    out = evaluate(trained.model, x, y, task, 1024, prefix="train")
+    out.update(evaluate(trained.model, d.x_val, d.y_val, task, 1024, prefix="val"))
+    return out
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """These models and batches are tiny: one intra-op thread is faster, and on a busy machine several
+    threads spinning for cores turn seconds into minutes. A context manager, or a decorator: `@single_thread()`."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def log_artifact(ctx: Context, run: Run, path: Path, artifact_path: str | None = None) -> None:
+    """Attach a file a section wrote to the run it describes."""
+    tracking.client(ctx.sweep["tracking_uri"]).log_artifact(run["run_id"], str(path), artifact_path)
+
+
+# --------------------------------------------------------------------------- statistics over variants
+
+
+def ranked_variants(ctx: Context) -> list[str]:
+    """Variants best first, by the study's own ranking."""
+    return sorted(ctx.analysis["variants"], key=lambda v: ctx.analysis["variants"][v].get("rank", 1e9))
+
+
+def comparison(groups: dict[str, list[float]], metric: str, mode: str) -> tuple[str, dict[str, Any]]:
+    """A generated sentence ranking the variants on `metric`, and the table behind it."""
+    if not groups:
+        return f"No finished run reported {metric}.", {}
+    comps = compare(groups, mode)
+    table = {
+        c.variant: {
+            **summarize(groups[c.variant]).as_dict(),
+            "values": groups[c.variant],
+            "rank": c.rank,
+            "p_vs_best": c.p_value,
+        }
+        for c in comps
+    }
+    return describe_finding(comps, metric, mode), table
+
+
+def bar_stats(groups: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """Per variant, the summary and values `plots.grouped_bars` draws."""
+    return {v: {**summarize(vals).as_dict(), "values": vals} for v, vals in groups.items()}

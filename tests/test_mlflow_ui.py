@@ -1,0 +1,156 @@
+"""The MLflow UI as its users open it, in real headless Chromium against a real `mlflow server`: a study's
+experiment opens on its runs (not MLflow 3's GenAI overview) with the variant names, and a trial's page shows its
+dataset input and its logged model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_SPEC, write_params, write_spec
+from tests.test_html import CHROMIUM, _browser_missing
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))]
+BIN = Path(sys.executable).parent
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, prepared_dir, ray_local):
+    """A finished tiny sweep (relu, tanh) in a SQLite store, through the pipeline's own run_study."""
+    from pipeline.config import load_params, load_study
+    from pipeline.sweep import run_study
+
+    folder = tmp_path_factory.mktemp("ui")
+    params = write_params(folder)
+    old = os.environ.get("PIPELINE_ROOT")
+    os.environ["PIPELINE_ROOT"] = str(folder)
+    try:
+        study = load_study(write_spec(folder, "ui_study", TINY_SPEC), load_params(params), str(params))
+        summary = run_study(study, prepared_dir, folder / "results")
+    finally:
+        os.environ.pop("PIPELINE_ROOT") if old is None else os.environ.__setitem__("PIPELINE_ROOT", old)
+    assert summary["errors"] == 0
+    return folder, summary
+
+
+@pytest.fixture(scope="module")
+def ui(swept):
+    """`mlflow ui` on 127.0.0.1 over the sweep's store, stopped at the end."""
+    folder, summary = swept
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "ui",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            summary["tracking_uri"],
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("mlflow ui did not start") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--window-size=1400,900",
+        "--disable-background-networking",
+        "--disable-component-update",
+        f"--user-data-dir={profile}",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait_for_text(driver, needles: list[str], timeout: float = 60) -> str:
+    """The page's visible text once every needle is in it (the UI renders after its API calls return)."""
+    deadline = time.time() + timeout
+    text = ""
+    while time.time() < deadline:
+        text = driver.execute_script("return document.body ? document.body.innerText : ''")
+        if all(n in text for n in needles):
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"not all of {needles} on {driver.current_url}; the page says:\n{text[:3000]}")
+
+
+def test_experiment_opens_on_its_runs_with_variant_names(ui, swept, browser):
+    _, summary = swept
+    browser.get(f"{ui}/#/experiments/{summary['experiment_id']}")
+    # Run names carry the variant: ui_study-relu-s0, ui_study-tanh-s0. Without the experiment kind tag the
+    # experiment would open on the GenAI overview, where no run name is shown.
+    text = _wait_for_text(browser, ["ui_study-relu-s0", "ui_study-tanh-s0"])
+    assert "ui_study-sweep-" in text  # the parent run groups them
+
+
+def test_a_trial_page_shows_its_dataset_and_logged_model(ui, swept, browser):
+    from mlflow import MlflowClient
+
+    _, summary = swept
+    client = MlflowClient(summary["tracking_uri"])
+    (run,) = client.search_runs([summary["experiment_id"]], filter_string="tags.variant = 'relu'")
+    assert run.data.tags["best_model_id"]
+    browser.get(f"{ui}/#/experiments/{summary['experiment_id']}/runs/{run.info.run_id}")
+    text = _wait_for_text(browser, ["digits", "model"])
+    assert run.data.tags["data_sha256"][:8] in text or "digits" in text
+    # The logged model loads as the model it is, with the best weights.
+    import mlflow.pytorch
+
+    model = mlflow.pytorch.load_model(f"models:/{run.data.tags['best_model_id']}")
+    assert sum(p.numel() for p in model.parameters()) == int(run.data.metrics["n_params"])
