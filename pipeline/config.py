@@ -139,6 +139,35 @@ class Resources(Strict):
     gpus_per_worker: float | None = Field(None, ge=0)
 
 
+ClaimKind = Literal["better", "ratio", "extreme", "chance", "trains", "no_gain"]
+
+
+class Claim(Strict):
+    """One of the primer's claims about a study, stated so that the runs can check it (`pipeline.report.claims`).
+
+    kind       what is claimed of variant(s) `a` (and `b`):
+      better   a beats b on `metric` (its direction from `direction`, else the metric's own);
+      ratio    mean(a) / mean(b) on `metric` equals `value` within `tolerance` (relative);
+      extreme  a has the highest (`direction: max`) or lowest `metric` of all variants;
+      chance   a stays at chance level (the task's trivial predictor) on the headline metric;
+      trains   a gets clearly above chance on the headline metric;
+      no_gain  a is not better than b on `metric` by more than `margin`.
+    metric     a run metric (its final value, `pipeline.runs.final`), or `<section>.<quantity>` for a per-seed value
+               a report section computes; default: the study's headline metric (the test metric of the
+               best-validation checkpoint).
+    """
+
+    claim: str
+    kind: ClaimKind
+    a: str | list[str]
+    b: str | list[str] | None = None
+    metric: str | None = None
+    direction: Literal["max", "min"] | None = None
+    value: float | None = None
+    tolerance: float = Field(0.05, ge=0)
+    margin: float = Field(0.0, ge=0)
+
+
 class StudySpec(Strict):
     question: str
     model: dict[str, Any]  # {name: <family>, init: ..., <family options>}
@@ -151,6 +180,8 @@ class StudySpec(Strict):
     target: Target | None = None
     resources: Resources = Field(default_factory=Resources)
     report: list[str] = Field(default_factory=list)  # study-specific report sections (pipeline.sections)
+    baseline: str | None = None  # the variant others are compared with (else: all pairs, Holm-corrected)
+    expect: list[Claim] = Field(default_factory=list)  # the primer's claims, each given a verdict by the report
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
