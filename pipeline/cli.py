@@ -231,6 +231,12 @@ def cmd_run(project: Project, args: argparse.Namespace) -> int:
     name = project.check_study(args.study)
     cmd = run_command(project, name, args.profile)  # checks the profile first
     load_checked_study(project, name, args.profile)
+    if not args.dry_run:
+        # Every study in every profile and the services, before DVC deletes or writes a file (and, with --profile,
+        # before `dvc exp run -S` edits params.yaml, which a refused run would leave edited).
+        from pipeline.preflight import preflight
+
+        preflight(project.params_file, project.paths(name)["spec"].parent)
     return _run(cmd, project.root, args.dry_run)
 
 

@@ -318,6 +318,21 @@ class Study:
     def seeds(self) -> list[int]:
         return [self.params.seed + i for i in range(self.spec.seeds)]
 
+    # What the report alone reads: editing these must not re-run a sweep.
+    REPORT_ONLY = frozenset({"question", "report", "baseline", "expect"})
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that decides this study's sweep, resolved in the active profile: the `specs` stage writes it
+        and the study stage depends on it, so a claim, a question or an inactive profile can change without
+        re-running the trials."""
+        return {
+            "study": self.name,
+            "profile": self.params.profile,
+            "spec": self.spec.model_dump(mode="json", exclude=set(self.REPORT_ONLY) | {"profiles"}),
+            "seeds": self.seeds,
+            "workers_per_trial": self.params.ray.workers_per_trial,
+        }
+
     def base_trial_dict(self) -> dict[str, Any]:
         return {
             "model": dict(self.spec.model),

@@ -16,8 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiments", required=True, help="folder of <study>.yaml specs")
     ap.add_argument("--out", required=True, help="prepared data folder")
     args = ap.parse_args(argv)
-    # Every study in every profile is checked before a file is written; DVC keeps the prepared folder
-    # (persist: true) and each data set is replaced atomically, so a refusal here loses nothing.
+    # The specs stage checked every study in every profile before this one runs; a direct call checks them here.
+    # DVC keeps the prepared folder (persist: true) and each data set is replaced atomically.
     preflight(args.params, args.experiments, services=False)
     params = load_params(args.params)
     wanted: dict[str, tuple[str, dict]] = {}

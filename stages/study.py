@@ -1,12 +1,21 @@
 """DVC stage `study@<name>`: run one study's sweep (Ray Tune + MLflow) and export its runs."""
 
+import json
 import os
 from pathlib import Path
 
 from pipeline.config import load_params, load_study
 from pipeline.entry import ArgParser, exit_now, guarded
+from pipeline.errors import ConfigError
 from pipeline.preflight import preflight
 from pipeline.sweep import run_study
+
+
+def read_json(path: str) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"not readable ({type(e).__name__}); run `dvc repro specs`", file=path) from None
 
 
 @guarded
@@ -16,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--study", required=True, help="experiments/<study>.yaml")
     ap.add_argument("--data", required=True, help="prepared data folder")
     ap.add_argument("--out", required=True, help="results folder: runs.json, sweep.json")
+    ap.add_argument("--spec", default=None, help="the specs stage's <study>.json this sweep must match (DVC's dep)")
     args = ap.parse_args(argv)
     # Before anything is touched: this study in every profile, and (unless `make repro`'s session already tried
     # them) the tracking store, the storage folder and the Ray address. DVC keeps this stage's outputs
@@ -24,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     preflight(args.params, spec.parent, [spec.stem], services=not os.environ.get("PIPELINE_PREFLIGHT_DONE"))
     params = load_params(args.params)
     study = load_study(args.study, params, args.params)
+    if args.spec is not None:  # the file DVC tracks for this stage must describe the sweep it runs
+        written = read_json(args.spec)
+        if written != json.loads(json.dumps(study.fingerprint())):
+            raise ConfigError("out of date with the study and params.yaml; run `dvc repro specs`", file=args.spec)
     summary = run_study(study, args.data, args.out)
     print(f"{study.name}: {summary['trials']} trials, {summary['errors']} errors, {summary['wall_seconds']} s")
     return 1 if summary["errors"] else 0

@@ -88,3 +88,114 @@ def test_dvc_repro_tiny_profile_then_noop(tmp_path):
     assert "Running stage" not in second.stdout, second.stdout
     status = _dvc(repo, "status")
     assert "up to date" in status.stdout
+
+
+# --------------------------------------------------------------------------- a rejected run loses nothing
+
+
+@pytest.fixture(scope="module")
+def done_repo(tmp_path_factory):
+    """A git + DVC copy of the project, tiny profile, one fast study (logistic), reproduced once."""
+    repo = _copy_repo(tmp_path_factory.mktemp("done") / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    params["studies"] = ["logistic"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "copy")
+    first = _dvc(repo, "repro", session=True)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "reproduced")
+    return repo
+
+
+def _snapshot(repo: Path) -> dict[str, bytes]:
+    """Every file of the stages' outputs, by path."""
+    out = {}
+    for folder in ("specs", "data/prepared", "results", "reports", "site"):
+        for p in sorted((repo / folder).rglob("*")):
+            if p.is_file():
+                out[str(p.relative_to(repo))] = p.read_bytes()
+    return out
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        ["pipeline", "run", "logistic"],
+        ["dvc", "repro"],
+        ["dvc", "repro", "--single-item", "--force", "study@logistic"],  # skips the specs stage upstream
+        ["dvc", "repro", "--single-item", "report@logistic"],
+        ["dvc", "exp", "run", "-S", "profile=nonexistent"],
+    ],
+    ids=["pipeline-run", "dvc-repro", "single-item-study", "single-item-report", "exp-run-bad-profile"],
+)
+def test_a_rejected_run_keeps_every_output(done_repo, how):
+    repo = done_repo
+    before = _snapshot(repo)
+    assert any(k.startswith("data/prepared/") for k in before) and any(k.startswith("results/") for k in before)
+    spec = repo / "experiments" / "logistic.yaml"
+    params = repo / "params.yaml"
+    original_spec, original_params = spec.read_text(), params.read_text()
+    if how[0] != "dvc" or how[1] != "exp":
+        spec.write_text(original_spec.replace("name: linear", "name: linaer"))  # a typo in the study
+    try:
+        if how[0] == "pipeline":
+            env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+            env.pop("MLFLOW_TRACKING_URI", None)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pipeline", *how[1:]], cwd=repo, env=env, capture_output=True, text=True
+            )
+        else:
+            proc = _dvc(repo, *how[1:])
+        assert proc.returncode != 0, proc.stdout[-2000:]
+        assert _snapshot(repo) == before, "an output changed or went missing"
+        if how[0] == "pipeline":  # refused before DVC ran: one line naming the file and the key
+            assert proc.returncode == 2 and "logistic.yaml: model.name" in proc.stderr, proc.stderr
+            assert "Running stage" not in proc.stdout
+        if how[1] == "exp":
+            # DVC edits params.yaml before the stages run and leaves it so when they fail; `pipeline run
+            # --profile` refuses an unknown profile before DVC is called (test_cli), which is the supported way.
+            params.write_text(original_params)
+    finally:
+        spec.write_text(original_spec)
+        params.write_text(original_params)
+
+
+def test_a_claim_edit_rebuilds_the_report_but_not_the_sweep(done_repo):
+    repo = done_repo
+    spec = repo / "experiments" / "logistic.yaml"
+    original = spec.read_text()
+    try:
+        spec.write_text(
+            original
+            + "\nexpect:\n  - claim: a learning rate of 0.3 beats 0.0003\n    kind: better\n    a: '0.3'\n"
+            + "    b: '0.0003'\n    metric: val_loss\n"
+        )
+        proc = _dvc(repo, "repro")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "Running stage 'report@logistic'" in proc.stdout
+        assert "Running stage 'study@logistic'" not in proc.stdout and "Running stage 'prepare'" not in proc.stdout
+        # dvc plots diff compares the workspace's learning curves with the last commit's: both revisions render.
+        out = repo / "plots_diff"
+        diff = _dvc(repo, "plots", "diff", "HEAD", "-o", str(out))
+        assert diff.returncode == 0, diff.stderr[-2000:]
+        page = (out / "index.html").read_text()
+        assert "HEAD" in page and "workspace" in page and "curves" in page
+    finally:
+        spec.write_text(original)
+        _dvc(repo, "repro")
+
+
+def test_metrics_read_in_a_terminal(done_repo):
+    """`dvc metrics show` / `dvc exp show`: a handful of flat numbers per study, not one column per variant."""
+    proc = _dvc(done_repo, "metrics", "show", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    (ws,) = data.values()
+    (metrics,) = ws["data"].values()
+    flat = metrics["data"]
+    assert 0 < len(flat) <= 8 and all(isinstance(v, int | float) for v in flat.values()), flat
