@@ -1,6 +1,10 @@
-"""The MLflow UI as its users open it, in real headless Chromium against a real `mlflow server`: a study's
-experiment opens on its runs (not MLflow 3's GenAI overview) with the variant names, and a trial's page shows its
-dataset input and its logged model."""
+"""The MLflow UI as its users open it, in real headless Chromium against a real `mlflow ui`: a study's experiment,
+opened by the links the pipeline writes, shows its runs (not MLflow 3's GenAI overview) with the variant names, and
+a trial's page shows its dataset input and its logged model.
+
+MLflow 3.17's UI picks the GenAI or the model-training view from its own switch (the `workflowType` URL parameter,
+else the browser's last choice, else GenAI), whatever the experiment's `mlflow.experimentKind` tag says; the
+pipeline sets that tag (MLflow's convention) and its links carry `workflowType=machine_learning`."""
 
 from __future__ import annotations
 
@@ -87,7 +91,11 @@ def ui(swept):
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a worker that ignores SIGTERM must not outlive the test
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +140,23 @@ def _wait_for_text(driver, needles: list[str], timeout: float = 60) -> str:
 
 def test_experiment_opens_on_its_runs_with_variant_names(ui, swept, browser):
     _, summary = swept
-    browser.get(f"{ui}/#/experiments/{summary['experiment_id']}")
-    # Run names carry the variant: ui_study-relu-s0, ui_study-tanh-s0. Without the experiment kind tag the
-    # experiment would open on the GenAI overview, where no run name is shown.
+    from mlflow import MlflowClient
+
+    from pipeline.html import experiment_url
+
+    exp = MlflowClient(summary["tracking_uri"]).get_experiment(summary["experiment_id"])
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    from selenium.webdriver.common.by import By
+
+    browser.get(experiment_url(ui, summary["experiment_id"]))
+    _wait_for_text(browser, ["ui_study-sweep-", "Run Name"])  # the runs table, its sweep's parent run on top
+    # The parent groups the trials' runs, collapsed: open it with the button in its name cell.
+    link = browser.find_element(By.PARTIAL_LINK_TEXT, "ui_study-sweep-")
+    cell = link.find_element(By.XPATH, "./ancestor::*[contains(@class, 'ag-cell-value')][1]")
+    cell.find_element(By.TAG_NAME, "button").click()
+    # Run names carry the variant: ui_study-relu-s0, ui_study-tanh-s0. On the GenAI overview no run name is shown.
     text = _wait_for_text(browser, ["ui_study-relu-s0", "ui_study-tanh-s0"])
-    assert "ui_study-sweep-" in text  # the parent run groups them
+    assert "Model training" in text
 
 
 def test_a_trial_page_shows_its_dataset_and_logged_model(ui, swept, browser):
@@ -146,9 +166,13 @@ def test_a_trial_page_shows_its_dataset_and_logged_model(ui, swept, browser):
     client = MlflowClient(summary["tracking_uri"])
     (run,) = client.search_runs([summary["experiment_id"]], filter_string="tags.variant = 'relu'")
     assert run.data.tags["best_model_id"]
-    browser.get(f"{ui}/#/experiments/{summary['experiment_id']}/runs/{run.info.run_id}")
-    text = _wait_for_text(browser, ["digits", "model"])
-    assert run.data.tags["data_sha256"][:8] in text or "digits" in text
+    from pipeline.html import run_url
+
+    browser.get(run_url(ui, summary["experiment_id"], run.info.run_id))
+    # The dataset input (name and digest, a prefix of the prepared file's sha256) and the logged model's name.
+    digest = run.data.tags["data_sha256"][:8]
+    text = _wait_for_text(browser, ["digits", digest, "model"])
+    assert "ui_study-relu-s0" in text
     # The logged model loads as the model it is, with the best weights.
     import mlflow.pytorch
 
