@@ -538,6 +538,7 @@ def check_tracking(uri: str, timeout_s: float, *, file: str, source: str = "") -
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as r:
                 if r.status == 200:
+                    check_server_credentials(uri, timeout_s, refuse)
                     return
                 reason = f"HTTP {r.status}"
         except urllib.error.HTTPError as e:
@@ -547,6 +548,31 @@ def check_tracking(uri: str, timeout_s: float, *, file: str, source: str = "") -
         raise refuse(f"no MLflow server answers at {url} within {timeout_s:g} s ({reason})")
     scheme = uri.split(":", 1)[0] if ":" in uri else uri
     raise refuse(f"unsupported tracking store scheme {scheme!r} ({uri}); allowed: {', '.join(TRACKING_SCHEMES)}")
+
+
+def check_server_credentials(uri: str, timeout_s: float, refuse: typing.Callable[[str], ConfigError]) -> None:
+    """A server behind MLflow's basic-auth app answers /health to anyone but the API only to its users: try one
+    read with the credentials MLflow's client would send (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)."""
+    import base64
+
+    req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user is not None and password is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            who = f"user {user!r}" if user else "no credentials"
+            raise refuse(
+                f"the MLflow server at {uri} refuses {who} (HTTP {e.code}); set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD to an account of its basic-auth app (docs/cluster.md)"
+            ) from None
+        raise refuse(f"the MLflow server at {uri} fails its API (HTTP {e.code})") from None
+    except (OSError, ValueError) as e:
+        raise refuse(f"the MLflow server at {uri} does not answer its API within {timeout_s:g} s ({e})") from None
 
 
 def _remote(storage: str) -> bool:

@@ -203,3 +203,122 @@ def test_ray_session_shares_one_runtime_and_stops_it(tmp_path):
         if f"--gcs-address={address}" in " ".join(p.info["cmdline"] or [])  # the raylet and Ray's agents
     ]
     assert not left, left
+
+
+@pytest.fixture
+def auth_server(tmp_path):
+    """`mlflow server --app-name basic-auth` on 127.0.0.1 (the cluster recipe's server), admin password set."""
+    port = _free_port()
+    store = tmp_path / "auth-server"
+    store.mkdir()
+    ini = store / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{store / 'basic_auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    env = _clean_env(
+        MLFLOW_AUTH_CONFIG_PATH=str(ini),
+        MLFLOW_AUTH_ADMIN_PASSWORD="s3cret-admin",
+        MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-csrf-key",  # the auth app refuses to start without one
+    )
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "art"),
+        ],
+        env=env,
+        cwd=store,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("mlflow server (basic-auth) did not start") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_server_behind_basic_auth_is_refused_without_credentials_and_used_with_them(
+    tmp_path, prepared_dir, auth_server
+):
+    from pipeline.errors import ConfigError
+    from pipeline.preflight import check_tracking
+
+    def refuse_or_none(**env: str) -> str | None:
+        old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+        os.environ.update(env)
+        try:
+            check_tracking(auth_server, 10, file="params.yaml")
+            return None
+        except ConfigError as e:
+            return str(e)
+        finally:
+            for k, v in old.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+    refused = refuse_or_none()
+    assert refused and "params.yaml: mlflow.tracking_uri:" in refused and "HTTP 401" in refused, refused
+    wrong = refuse_or_none(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="nope")
+    assert wrong and "refuses user 'admin'" in wrong
+    assert refuse_or_none(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="s3cret-admin") is None
+
+    # A study stage with the credentials in its environment (as the recipe sets them before `ray start`) logs
+    # every trial through the server; its local Ray runtime's workers inherit them.
+    params = write_params(tmp_path)
+    spec = write_spec(tmp_path, "s", TINY_SPEC)
+    env = _clean_env(
+        MLFLOW_TRACKING_URI=auth_server, MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="s3cret-admin"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "study.py"),
+            "--params",
+            str(params),
+            "--study",
+            str(spec),
+            "--data",
+            str(prepared_dir),
+            "--out",
+            str(tmp_path / "results"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = json.loads((tmp_path / "results" / "sweep.json").read_text())
+    runs = json.loads((tmp_path / "results" / "runs.json").read_text())
+    assert sweep["tracking_uri"] == auth_server and sweep["errors"] == 0
+    assert sorted(r["tags"]["variant"] for r in runs) == ["relu", "tanh"]
+    assert {r["status"] for r in runs} == {"FINISHED"}
+    assert "View run" not in proc.stdout  # MLflow's per-run URL banners are off
