@@ -261,7 +261,7 @@ def cmd_report(project: Project, args: argparse.Namespace) -> int:
 
 def cmd_show(project: Project, args: argparse.Namespace) -> int:
     from pipeline.html import load_report
-    from pipeline.report.markdown import table_rows
+    from pipeline.report.markdown import claim_rows, how_measured, table_rows
 
     study = project.check_study(args.study)
     paths = project.paths(study)
@@ -276,11 +276,20 @@ def cmd_show(project: Project, args: argparse.Namespace) -> int:
     print()
     print(textwrap.fill(a["answer"], width=width))
     print()
-    print(_table(table_rows(a)))
+    rows = table_rows(a)
+    if rows:
+        print(_table(rows))
+        print(textwrap.fill(how_measured(a), width=width))
     conf = a.get("confusion") or {}
     if "accuracy" in conf:
         best = f"{conf['variant']}, seed {conf['seed']}, run {conf['run_id']}"
         print(f"\nbest run ({best}) on the test split: accuracy {conf['accuracy']:.4g}")
+    claims = claim_rows(a)
+    if claims:
+        print("\nclaims:")
+        for c in claims:
+            print(textwrap.fill(f"[{c['verdict']}] {c['claim']}", width=width, subsequent_indent="    "))
+            print(textwrap.fill(c["reason"], width=width, initial_indent="    ", subsequent_indent="    "))
     return 0
 
 

@@ -1,4 +1,6 @@
-"""`site/index.html`: one self-contained page with every study's question, answer, table and figures.
+"""`site/index.html`: one self-contained page with every study's claims, question, answer, table and figures.
+
+At the top, one table of every study's claims with their verdicts; then a section per study.
 
 Self-contained: the figures are embedded as base64 data URIs and there is no script, no external style
 sheet and no remote request, so the page opens from a file, an e-mail or a CI artifact. Each variant
@@ -16,36 +18,45 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.report.markdown import TABLE_METRICS, TEST_NAMES, table_rows
+from pipeline.report.markdown import TABLE_METRICS, VERDICTS, claim_rows, how_measured, table_rows
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 MLFLOW_UI_ENV = "PIPELINE_MLFLOW_UI"
 
 # Captions for the report's standard figures; other figures (report extras) are captioned by file name.
 CAPTIONS = {
-    "curve_": "{rest} per epoch: mean over seeds, band ±1 std",
-    "final_": "final {rest} per variant: mean, 95% CI, one dot per seed",
+    "curve_": "{rest} per epoch (per-epoch curve, not the checkpoint): mean over seeds, band ±1 std",
+    "final_": "{rest} of each run's best-validation checkpoint per variant: mean, 95% interval, one dot per seed",
     "grad_norm_layers": "per-layer gradient norm after the first epoch",
     "confusion_best": "confusion matrix of the best run on the test split",
 }
 
 STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1em 2em; color: #222; }
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1em 2em; color: #222;
+       overflow-wrap: anywhere; }
 h1 { margin-bottom: 0.2em; } h2 { border-top: 2px solid #ddd; padding-top: 1em; margin-top: 2em; }
 .meta { color: #666; font-size: 0.9em; }
 .question { font-size: 1.15em; font-style: italic; }
 .answer { background: #f4f8ff; border-left: 4px solid #3b7dd8; padding: 0.6em 1em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; overflow-wrap: normal; }
 th { background: #f0f0f0; } td.variant, th.variant { text-align: left; font-weight: 600; }
 tr.best td { background: #fff6e0; }
 a.failed { color: #b00; text-decoration: line-through; }
-.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 1em; }
-figure { margin: 0; border: 1px solid #eee; padding: 0.5em; }
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(460px, 100%), 1fr)); gap: 1em; }
+figure { margin: 0; border: 1px solid #eee; padding: 0.5em; min-width: 0; }
 figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: #555; font-size: 0.85em; }
 nav li { margin: 0.2em 0; }
-.scroll { overflow-x: auto; }
+/* a wide table scrolls inside its box; the page itself never gets wider than the window */
+.scroll { overflow-x: auto; max-width: 100%; }
+table.claims td, table.claims th { text-align: left; vertical-align: top; }
+table.claims td.text { white-space: normal; min-width: 14em; }
+table.claims td.reason { white-space: normal; min-width: 24em; color: #444; }
+td.verdict { font-weight: 600; text-align: center; }
+td.confirmed { background: #e3f4e1; color: #1d6b1a; }
+td.contradicted { background: #fbe3e1; color: #a11d12; }
+td.inconclusive { background: #f1f1f1; color: #555; }
 """
 
 
@@ -58,12 +69,17 @@ def mlflow_ui_base(explicit: str | None = None, tracking_uri: str | None = None)
     return (base or DEFAULT_MLFLOW_UI).rstrip("/")
 
 
+# MLflow 3.17's UI shows the GenAI or the model-training view by its own switch (this URL parameter, else GenAI),
+# whatever the experiment's mlflow.experimentKind tag says: the links ask for the training view.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
 def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{ui_base}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
 def experiment_url(ui_base: str, experiment_id: str) -> str:
-    return f"{ui_base}/#/experiments/{experiment_id}"
+    return f"{ui_base}/#/experiments/{experiment_id}?{TRAINING_VIEW}"
 
 
 def data_uri(png: Path) -> str:
@@ -129,6 +145,10 @@ def _is_str(value: Any) -> bool:
     return isinstance(value, str)
 
 
+def _is_claim(c: Any) -> bool:
+    return isinstance(c, dict) and all(_is_str(c.get(k)) for k in ("claim", "verdict", "reason"))
+
+
 def _is_run_ref(ref: Any) -> bool:
     return isinstance(ref, dict) and _is_int(ref.get("seed")) and all(_is_str(ref.get(k)) for k in ("run_id", "status"))
 
@@ -143,6 +163,7 @@ REPORT_CHECKS: tuple[Check, ...] = (
     ("alpha", _is_number, "a number", False),
     ("figures", lambda v: isinstance(v, list) and all(map(_is_str, v)), "a list of file names", False),
     ("confusion", lambda v: v is None or isinstance(v, dict), "a JSON object", False),
+    ("claims", lambda v: isinstance(v, list) and all(map(_is_claim, v)), "a list of {claim, verdict, reason}", False),
     *(
         (k, lambda v: v is None or _is_str(v), "a string", False)
         for k in ("study", "question", "test", "tracking_uri", "profile", "experiment_id", "parent_run_id")
@@ -153,7 +174,7 @@ VARIANT_CHECKS: tuple[Check, ...] = (
     ("finished", _is_int, "a whole number", True),
     ("diverged", _is_int, "a whole number", True),
     ("rank", _is_int, "a whole number", False),
-    ("p_vs_best", lambda v: v is None or _is_number(v), "a number", False),
+    ("p_vs_anchor", lambda v: v is None or _is_number(v), "a number", False),
     ("run_ids", lambda v: isinstance(v, list), "a list", False),
 )
 CONFUSION_CHECKS: tuple[Check, ...] = (  # when it has a matrix (it has "accuracy")
@@ -250,6 +271,8 @@ def study_section(report_dir: Path, ui_base: str | None = None) -> str:
     out.append(f'<p class="question">{escape(a.get("question") or "")}</p>')
     out.append(f'<p class="answer"><b>Answer (generated from the runs).</b> {escape(a["answer"])}</p>')
     meta = [f"metric <code>{escape(a['metric'])}</code> ({escape(a['mode'])})"]
+    if a.get("study_metric") and a["study_metric"] != a["metric"]:
+        meta[0] += f" of the best-validation checkpoint (by <code>{escape(a['study_metric'])}</code>)"
     if a.get("profile"):
         meta.append(f"profile <code>{escape(str(a['profile']))}</code>")
     if a.get("seeds") is not None:
@@ -268,11 +291,7 @@ def study_section(report_dir: Path, ui_base: str | None = None) -> str:
             links = _run_links(a["variants"][v], ui, exp)
             out.append(f'<tr class="{"best" if r["rank"] == "1" else ""}">{tds}<td>{links}</td></tr>')
         out += ["</tbody>", "</table></div>"]
-        test = TEST_NAMES.get(a.get("test", "welch"), a.get("test"))
-        out.append(
-            f'<p class="meta">mean ± std [95% CI] over seeds; p: {escape(str(test))} against the best variant; '
-            f"* significant at alpha {a.get('alpha', 0.05):g}.</p>"
-        )
+        out.append(f'<p class="meta">{escape(how_measured(a))}</p>')
     conf = a.get("confusion") or {}
     if "accuracy" in conf:
         out.append(
@@ -290,12 +309,41 @@ def study_section(report_dir: Path, ui_base: str | None = None) -> str:
     return "\n".join(out)
 
 
+def claims_table(reports: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """One table of every study's claims and verdicts (study, claim, verdict, reason), verdicts coloured."""
+    rows = [(study, c) for study, a in reports for c in claim_rows(a)]
+    counts = {v: sum(c["verdict"] == v for _, c in rows) for v in VERDICTS}
+    out = ['<section id="all-claims">', "<h2>Claims</h2>"]
+    if not rows:
+        out += ['<p class="meta">No study declares claims (<code>expect:</code> in its spec).</p>', "</section>"]
+        return out
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    out.append(
+        f'<p class="meta">{len(rows)} claims from the studies\' specs, checked against their runs: {summary}.</p>'
+    )
+    out += [
+        '<div class="scroll"><table class="claims">',
+        "<thead><tr><th>study</th><th>claim</th><th>verdict</th><th>reason</th></tr></thead>",
+        "<tbody>",
+    ]
+    for study, c in rows:
+        verdict = c["verdict"] if c["verdict"] in VERDICTS else "inconclusive"
+        out.append(
+            f'<tr><td><a href="#{escape(study)}">{escape(study)}</a></td><td class="text">{escape(c["claim"])}</td>'
+            f'<td class="verdict {verdict}">{escape(c["verdict"])}</td>'
+            f'<td class="reason">{escape(c["reason"])}</td></tr>'
+        )
+    out += ["</tbody>", "</table></div>", "</section>"]
+    return out
+
+
 def render_index(report_dirs: Sequence[Path], ui_base: str | None = None, title: str = "Studies") -> str:
     """The whole page for the given report folders, in order. Deterministic: same reports, same bytes."""
-    toc, sections = [], []
+    toc, sections, loaded = [], [], []
     for d in map(Path, report_dirs):
         a = load_report(d)
         name = a.get("study") or d.name
+        loaded.append((name, a))
         toc.append(f'<li><a href="#{escape(name)}">{escape(name)}</a>: {escape(a.get("question") or "")}</li>')
         sections.append(study_section(d, ui_base))
     return "\n".join(
@@ -313,6 +361,7 @@ def render_index(report_dirs: Sequence[Path], ui_base: str | None = None, title:
             "<body>",
             f"<h1>{escape(title)}</h1>",
             f'<p class="meta">{len(sections)} studies, built from reports/&lt;study&gt;/analysis.json</p>',
+            *claims_table(loaded),
             "<nav><ul>",
             *toc,
             "</ul></nav>",

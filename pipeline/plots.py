@@ -1,7 +1,13 @@
-"""Figures (matplotlib, Agg backend): one function per kind of plot, each writing one PNG."""
+"""Figures (matplotlib, Agg backend): one function per kind of plot, each writing one PNG.
+
+Also the range each metric lives in (`metric_bounds`): the report's intervals and every axis here read it, and
+this leaf is the one module both the report and its sections import.
+"""
 
 from __future__ import annotations
 
+import re
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,6 +17,65 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+Bounds = tuple[float | None, float | None]
+
+# The range of a metric, by the words of its name (`test_accuracy`, `val_fd_pixels`, `grad_norm/fc1`, or an axis
+# label such as "validation accuracy"). Fractions are bounded on both sides, magnitudes below by 0 (perplexity by 1,
+# its value for a perfect model); anything else (an ELBO, a weight, a difference) is unbounded.
+FRACTION_WORDS = ("accuracy", "f1", "fraction", "frac")
+POSITIVE_WORDS = (
+    "loss", "seconds", "fd", "params", "flops", "samples_per_s", "memory", "mb", "grad_norm", "weight_norm",
+    "act_std", "recon_error", "recon_bce", "mse", "epochs", "epochs_to_target", "throughput",
+)  # fmt: skip
+
+
+def metric_bounds(name: str) -> Bounds | None:
+    """(low, high) of a metric's possible values, None when unbounded: accuracy/F1/fractions (0, 1); perplexity
+    (1, inf); losses, seconds, Fréchet distances, parameter and FLOP counts, throughput, norms (0, inf)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    joined = "_".join(words)
+    if any(w in FRACTION_WORDS for w in words):
+        return (0.0, 1.0)
+    if "perplexity" in words:
+        return (1.0, None)
+    if any(w in words or (("_" in w) and w in joined) for w in POSITIVE_WORDS):
+        return (0.0, None)
+    return None
+
+
+def axis_limits(values: Sequence[float], bounds: Bounds | None, pad: float = 0.15) -> tuple[float, float] | None:
+    """y limits around `values` with some padding, never outside the metric's range; None when nothing is finite.
+
+    Without declared bounds, data that are all non-negative get no negative axis either (a section's throughput)."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return None
+    lo_b, hi_b = bounds if bounds is not None else ((0.0 if x.min() >= 0 else None), None)
+    span = float(x.max() - x.min()) or max(abs(float(x.max())) * 0.05, 1e-6)
+    lo, hi = float(x.min()) - pad * span, float(x.max()) + pad * span
+    if lo_b is not None:
+        lo = max(lo, lo_b)
+    if hi_b is not None:
+        hi = min(hi, hi_b)
+    return (lo, hi) if hi > lo else None
+
+
+def _clip(x: np.ndarray, bounds: Bounds | None) -> np.ndarray:
+    lo, hi = bounds if bounds is not None else (None, None)
+    return np.clip(x, lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
+
+
+def short(label: str, width: int = 40) -> str:
+    """A tick label cut to `width` characters: a long grid variant's name would push the axes off the figure."""
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def _title(ax, title: str, fontsize: int = 10) -> None:
+    """A title wrapped to the axes' width, so a long one is not cut off at the figure's edge."""
+    chars = max(30, int(ax.figure.get_figwidth() * 72 / (0.6 * fontsize)))
+    ax.set_title(textwrap.fill(title, chars), fontsize=fontsize)
 
 
 def _save(fig, path: Path) -> Path:
@@ -41,12 +106,21 @@ def learning_curve(history: Sequence[Mapping[str, float]], path: Path, title: st
     return _save(fig, path)
 
 
-def curves_with_band(curves: Mapping[str, Sequence[Sequence[float]]], path: Path, ylabel: str, title: str = "") -> Path:
+def curves_with_band(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    path: Path,
+    ylabel: str,
+    title: str = "",
+    bounds: Bounds | None | str = "auto",
+) -> Path:
     """Mean per epoch over seeds with a ±1 sample-std band, one line per variant.
 
     curves: variant -> list of per-seed series. Series may differ in length (early-stopped runs): each
-    epoch averages the runs that reached it.
+    epoch averages the runs that reached it. The band is clipped to the metric's range (`bounds`, by default
+    `metric_bounds(ylabel)`): mean ± std of accuracies near 1 would otherwise draw above 1.
     """
+    bounds = metric_bounds(ylabel) if bounds == "auto" else bounds
+    shown: list[float] = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant, series in curves.items():
         n = max((len(s) for s in series), default=0)
@@ -61,57 +135,91 @@ def curves_with_band(curves: Mapping[str, Sequence[Sequence[float]]], path: Path
             mean = np.nanmean(arr, axis=0)
             std = np.where(count > 1, np.nanstd(arr, axis=0, ddof=1), 0.0)
         x = np.arange(1, n + 1)
+        low, high = _clip(mean - std, bounds), _clip(mean + std, bounds)
         ax.plot(x, mean, label=f"{variant} (n={len(series)})")
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        ax.fill_between(x, low, high, alpha=0.2)
+        shown += [*low.tolist(), *high.tolist()]
+    if (lim := axis_limits(shown, bounds, pad=0.05)) is not None:
+        ax.set_ylim(*lim)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    _title(ax, title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def bars_with_ci(rows: Sequence[Mapping], path: Path, ylabel: str, title: str = "") -> Path:
-    """Final metric per variant: mean with its 95% confidence interval (or ± std when n < 2)."""
+def bars_with_ci(
+    rows: Sequence[Mapping], path: Path, ylabel: str, title: str = "", bounds: Bounds | None | str = "auto"
+) -> Path:
+    """Final metric per variant: mean with its 95% confidence interval as whiskers, seeds as dots.
+
+    rows: {"variant", "mean", "ci_low", "ci_high", "values", "rank"}; a row without an interval (one seed) gets no
+    whisker. Whiskers and the axis stay inside the metric's range (`bounds`, by default `metric_bounds(ylabel)`;
+    data that are all non-negative get no negative axis): the report's intervals are in range by construction,
+    a section's Student-t interval is clipped here.
+    """
+    bounds = metric_bounds(ylabel) if bounds == "auto" else bounds
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4))
     names = [r["variant"] for r in rows]
     means = np.array([r["mean"] for r in rows], dtype=float)
-    lo = np.array([r["ci_low"] if r["ci_low"] is not None else r["mean"] for r in rows], dtype=float)
-    hi = np.array([r["ci_high"] if r["ci_high"] is not None else r["mean"] for r in rows], dtype=float)
-    ax.bar(
-        names,
-        means,
-        yerr=[means - lo, hi - means],
-        capsize=4,
-        color=["tab:orange" if r.get("rank") == 1 else "tab:blue" for r in rows],
-    )
+    lo = np.array([r["ci_low"] if r.get("ci_low") is not None else r["mean"] for r in rows], dtype=float)
+    hi = np.array([r["ci_high"] if r.get("ci_high") is not None else r["mean"] for r in rows], dtype=float)
+    seeds = [float(x) for r in rows for x in r.get("values", [])]
+    floor = bounds if bounds is not None else ((0.0, None) if min([*means, *seeds], default=0) >= 0 else None)
+    lo, hi = _clip(lo, floor), _clip(hi, floor)
+    colors = ["tab:orange" if r.get("rank") == 1 else "tab:blue" for r in rows]
+    x = np.arange(len(rows))
+    base = floor[0] if floor is not None and floor[0] is not None else 0.0
+    # bars grow from the metric's lower bound (0 for accuracy, 1 for perplexity), so no bar reaches outside its range
+    ax.bar(x, means - base, bottom=base, color=colors, alpha=0.85)
+    ax.errorbar(x, means, yerr=[means - lo, hi - means], fmt="none", ecolor="black", capsize=4, lw=1.2)
     for i, r in enumerate(rows):
         xs = r.get("values", [])
         ax.scatter([i] * len(xs), xs, color="black", s=10, zorder=3)
+    ax.set_xticks(x, [short(n) for n in names], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.tick_params(axis="x", rotation=30)
-    finite = np.concatenate([lo, hi, means])
-    finite = finite[np.isfinite(finite)]
-    if len(finite):
-        span = finite.max() - finite.min()
-        ax.set_ylim(finite.min() - 0.5 * span - 1e-9, finite.max() + 0.5 * span + 1e-9)
+    _title(ax, title)
+    if (lim := axis_limits([*lo, *hi, *means, *seeds], floor, pad=0.5)) is not None:
+        ax.set_ylim(*lim)
     return _save(fig, path)
 
 
+def _err(p: Mapping, key: str) -> float | list[list[float]]:
+    """An error bar as matplotlib takes it: a symmetric number, or [[minus], [plus]] from a (low, high) interval."""
+    e = p.get(key, 0)
+    if isinstance(e, list | tuple):
+        centre = p[key[0]]
+        return [[max(centre - e[0], 0.0)], [max(e[1] - centre, 0.0)]]
+    return e
+
+
 def scatter_xy(
-    points: Sequence[Mapping], path: Path, xlabel: str, ylabel: str, title: str = "", logx: bool = True
+    points: Sequence[Mapping],
+    path: Path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = True,
+    ybounds: Bounds | None | str = "auto",
 ) -> Path:
-    """One point per variant (mean with std error bars: yerr, and xerr when given), e.g. accuracy vs parameters."""
+    """One point per variant, e.g. accuracy vs parameters. Errors: `yerr`/`xerr` as a number (± that) or as a
+    (low, high) interval; the y axis stays inside the metric's range (`metric_bounds(ylabel)` by default)."""
+    ybounds = metric_bounds(ylabel) if ybounds == "auto" else ybounds
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ys: list[float] = []
     for p in points:
-        ax.errorbar(p["x"], p["y"], xerr=p.get("xerr", 0), yerr=p.get("yerr", 0), fmt="o", capsize=3)
+        ax.errorbar(p["x"], p["y"], xerr=_err(p, "xerr"), yerr=_err(p, "yerr"), fmt="o", capsize=3)
         ax.annotate(p["label"], (p["x"], p["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ye = p.get("yerr", 0)
+        ys += list(ye) if isinstance(ye, list | tuple) else [p["y"] - ye, p["y"] + ye]
     if logx:
         ax.set_xscale("log")
+    if (lim := axis_limits(ys, ybounds, pad=0.15)) is not None:
+        ax.set_ylim(*lim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    _title(ax, title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -276,7 +384,11 @@ def grouped_bars(groups: Mapping[str, Mapping[str, Mapping]], path: Path, ylabel
     if finite:
         lo, hi = min(finite), max(finite)
         span = max(hi - lo, 1e-3)
-        ax.set_ylim(max(0.0, lo - 0.6 * span), hi + 0.3 * span)
+        top = hi + 0.3 * span
+        bounds = metric_bounds(ylabel)
+        if bounds is not None and bounds[1] is not None:
+            top = min(top, bounds[1])  # an accuracy axis stops at 1
+        ax.set_ylim(max(0.0, lo - 0.6 * span), top)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)

@@ -13,12 +13,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", required=True, help="the study stage's results folder")
     ap.add_argument("--data", default=None, help="prepared data folder (for sections that re-evaluate models)")
     ap.add_argument("--out", required=True, help="report folder")
-    ap.add_argument("--test", choices=["welch", "permutation"], default="welch", help="test of each variant vs best")
     ap.add_argument("--no-mlflow", action="store_true", help="do not log the figures to the sweep's MLflow run")
     args = ap.parse_args(argv)
     setup_logging()
     study = load_study(args.study, load_params(args.params), args.params)
-    out = build_report(study, args.results, args.out, args.data, test=args.test, log_to_mlflow=not args.no_mlflow)
+    out = build_report(study, args.results, args.out, args.data, log_to_mlflow=not args.no_mlflow)
     print(out["analysis"]["answer"])
 
 

@@ -125,8 +125,10 @@ def test_report_studies_and_show(capsys, project):
     assert header.split() == ["study", "results", "report", "dvc", "question"]
     assert row.split()[:6] == ["demo", "6", "runs", "(default)", "none", "?"]
 
+    claim = {"claim": "relu beats tanh", "kind": "better", "a": "relu", "b": "tanh"}
+    (project / "experiments" / "demo.yaml").write_text(yaml.safe_dump({**SPEC, "expect": [claim]}))
     code, out, _ = run(capsys, "--root", str(project), "report", "demo", "--out", str(project / "reports" / "demo"))
-    assert code == 0 and "relu has the highest val_accuracy" in out
+    assert code == 0 and "relu ranks first" in out
     assert "demo" in run(capsys, "--root", str(project), "studies", "--no-dvc")[1].splitlines()[2]
 
     code, out, _ = run(capsys, "--root", str(project), "show", "demo")
@@ -135,9 +137,13 @@ def test_report_studies_and_show(capsys, project):
     assert lines[0] == "demo: Does a tiny MLP prefer relu?"
     start = next(i for i, line in enumerate(lines) if line.startswith("rank"))
     cells = [re.split(r"\s{2,}", line.strip()) for line in lines[start : start + 4]]
-    assert cells[0] == ["rank", "variant", "n", "val_accuracy", "p vs best", "diverged"]
-    assert cells[2] == ["1", "relu", "3/3", "0.92 ± 0.02 [0.8703, 0.9697]", "–", "0"]
-    assert cells[3] == ["2", "tanh", "3/3", "0.82 ± 0.02 [0.7703, 0.8697]", "0.0036 *", "0"]
+    assert cells[0] == ["rank", "variant", "n", "val_accuracy", "p vs 1st", "checks"]
+    # the fake runs' curves still rise at their last epoch: significant, but no finding
+    assert cells[2] == ["1", "relu", "3/3", "0.92 ± 0.02 [0.849, 0.9583]", "–", "not converged"]
+    assert cells[3] == ["2", "tanh", "3/3", "0.82 ± 0.02 [0.7641, 0.8645]", "0.0036 *", "not converged"]
+    claims = lines.index("claims:")
+    assert claims > start + 3 and lines[claims + 1] == "[inconclusive] relu beats tanh"
+    assert "relu and tanh have not converged" in " ".join(x.strip() for x in lines[claims + 2 :])
     assert "\x1b[" not in out
 
 

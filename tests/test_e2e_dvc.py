@@ -77,10 +77,12 @@ def test_dvc_repro_tiny_profile_then_noop(tmp_path):
 
     report = repo / "reports" / "activations"
     metrics = json.loads((report / "metrics.json").read_text())
-    assert set(metrics["variants"]) == {"sigmoid", "tanh", "relu", "leaky_relu", "maxout"}
+    assert metrics["runs"] == 5 and metrics["runs_failed"] == 0 and "best_test_accuracy" in metrics
+    analysis = json.loads((report / "analysis.json").read_text())
+    assert set(analysis["variants"]) == {"sigmoid", "tanh", "relu", "leaky_relu", "maxout"}
     summary = (report / "summary.md").read_text()
     assert "**Question.**" in summary and "| relu |" in summary
-    assert {p.name for p in (report / "figures").iterdir()} >= {"curve_val_accuracy.png", "final_val_accuracy.png"}
+    assert {p.name for p in (report / "figures").iterdir()} >= {"curve_val_accuracy.png", "final_test_accuracy.png"}
     assert len(list((report / "curves").glob("*.csv"))) == 5
 
     second = _dvc(repo, "repro")

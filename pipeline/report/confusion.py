@@ -26,13 +26,17 @@ def confusion(
 ) -> dict[str, Any]:
     """Re-evaluate the best run's best model on the prepared test split: the confusion matrix.
 
-    The best run is the best variant's (analysis["ranking"][0]) best seed by the study metric.
+    The best run is the first-ranked variant's (analysis["ranking"][0]) best seed by the study metric (its
+    validation score: picking the seed by its test score would select on the test split).
     Returns {"skipped": reason} when it does not apply or cannot be done.
     """
     if data_dir is None:
         return {"skipped": "no prepared data folder given"}
     ranking = analysis["ranking"]
-    run = best_run(runs, ranking[0]["variant"], analysis["metric"], analysis["mode"]) if ranking else None
+    select = analysis.get("study_metric", analysis["metric"])
+    if any(f"best_{select}" in r["final"] for r in runs):
+        select = f"best_{select}"  # the checkpoint's own validation score, not the last epoch's
+    run = best_run(runs, ranking[0]["variant"], select, analysis["mode"]) if ranking else None
     if run is None:
         return {"skipped": "no finished run"}
     loader = ModelLoader(sweep.get("tracking_uri"), data_dir)

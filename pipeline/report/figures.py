@@ -1,9 +1,10 @@
 """The report's curves and standard figures, drawn with the primitives in `pipeline.plots`.
 
 `curves/<variant>.csv` holds epoch, mean, std and n of the study metric over seeds (DVC plots); under
-`figures/` go the learning curves with a ±1 std band, the final metric per variant with its 95% CI, the
-per-layer gradient norms after epoch 1, the metric against each cost that differs between variants, and
-the best run's confusion matrix.
+`figures/` go the per-epoch learning curves (validation and training) with a ±1 std band, the headline metric
+(the best-validation checkpoint's test score) per variant with its 95% interval, the per-layer gradient norms
+after epoch 1, the headline metric against each cost that differs between variants, and the best run's
+confusion matrix. Every axis of a bounded metric stays inside its range (`pipeline.plots.metric_bounds`).
 """
 
 from __future__ import annotations
@@ -87,13 +88,26 @@ def _differ(values: list[float], rel: float = 0.05) -> bool:
     return top > 0 and (max(values) - min(values)) > rel * top
 
 
+def interval(stat: dict[str, Any]) -> tuple[float, float] | float:
+    """An error bar for `plots.scatter_xy`: the 95% interval when there is one (it stays in range), else 0."""
+    if stat.get("ci_low") is None:
+        return 0.0
+    return (stat["ci_low"], stat["ci_high"])
+
+
 def cost_plots(study: str, analysis: dict[str, Any], figures: Path) -> list[Path]:
-    """The study metric against each cost (COSTS) that differs between the variants."""
+    """The headline metric against each cost (COSTS) that differs between the variants, with 95% intervals."""
     metric = analysis["metric"]
     made = []
     for key, label in COSTS:
         points = [
-            {"label": v, "x": r[key]["mean"], "xerr": r[key]["std"], "y": r[metric]["mean"], "yerr": r[metric]["std"]}
+            {
+                "label": v,
+                "x": r[key]["mean"],
+                "xerr": interval(r[key]),
+                "y": r[metric]["mean"],
+                "yerr": interval(r[metric]),
+            }
             for v, r in analysis["variants"].items()
             if "mean" in r.get(key, {}) and "mean" in r.get(metric, {})
         ]
@@ -106,30 +120,39 @@ def cost_plots(study: str, analysis: dict[str, Any], figures: Path) -> list[Path
                 figures / f"{metric}_vs_{key}.png",
                 label,
                 metric,
-                f"{study}: {metric} vs {label}",
+                f"{study}: {metric} (best-validation checkpoint) vs {label}",
                 logx=min(xs) > 0 and max(xs) / min(xs) > 10,
             )
         )
     return made
 
 
+def curve_title(study: str, key: str) -> str:
+    """Curves are per-epoch values, not the checkpoint the headline uses: the title says which split."""
+    split = {"val": "validation", "train": "training", "test": "test"}.get(key.split("_", 1)[0], "")
+    return f"{study}: {split + ' ' if split else ''}{key} per epoch (mean ± 1 std over seeds)"
+
+
 def standard_figures(study: str, runs: list[Run], analysis: dict[str, Any], figures: Path) -> list[Path]:
-    """Learning curves, final metric with CI, per-layer gradient norms and cost plots, where they apply."""
-    metric = analysis["metric"]
+    """Learning curves, the headline metric with its interval, per-layer gradient norms and cost plots."""
+    metric, study_metric = analysis["metric"], analysis.get("study_metric", analysis["metric"])
     made = []
-    for key in dict.fromkeys([metric, "val_loss", "train_loss"]):
+    for key in dict.fromkeys([study_metric, "val_loss", "train_loss"]):
         c = curves(runs, key)
         if c:
-            made.append(plots.curves_with_band(c, figures / f"curve_{key}.png", key, f"{study}: {key} per epoch"))
+            made.append(plots.curves_with_band(c, figures / f"curve_{key}.png", key, curve_title(study, key)))
     rows = [
         {"variant": v, "rank": r.get("rank"), **r[metric]}
-        for v, r in analysis["variants"].items()
+        for v, r in sorted(analysis["variants"].items(), key=lambda kv: kv[1].get("rank", 1e9))
         if "mean" in r.get(metric, {})
     ]
     if rows:
         made.append(
             plots.bars_with_ci(
-                rows, figures / f"final_{metric}.png", metric, f"{study}: final {metric} (mean, 95% CI, seeds as dots)"
+                rows,
+                figures / f"final_{metric}.png",
+                metric,
+                f"{study}: {metric} of the best-validation checkpoint (mean, 95% interval, seeds as dots)",
             )
         )
     grads = first_epoch_layers(runs, "grad_norm/")

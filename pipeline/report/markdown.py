@@ -1,6 +1,7 @@
-"""The report as text: number formatting, the comparison table, and `summary.md`.
+"""The report as text: number formatting, the comparison table, the claims table and `summary.md`.
 
-The table rows are shared by summary.md, the index page (`pipeline.html`) and `pipeline show`.
+The table rows are shared by summary.md, the index page (`pipeline.html`) and `pipeline show`. This module
+imports nothing of the project, so the index page does not load the statistics to print a table.
 """
 
 from __future__ import annotations
@@ -8,11 +9,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.report.analysis import ALPHA
-
-# Columns of the table besides the study metric (every summarized metric stays in analysis.json).
-TABLE_METRICS = ("test_accuracy", "epochs_to_target", "n_params", "samples_per_s")
-TEST_NAMES = {"welch": "Welch's t-test", "permutation": "a two-sided permutation test of the means"}
+# Columns of the table besides the headline metric (every summarized metric stays in analysis.json).
+TABLE_METRICS = ("n_params", "samples_per_s")
+TEST_NAMES = {
+    "welch_holm": "Welch t-tests, Holm-adjusted",
+    "welch": "Welch's t-test",
+    "permutation": "a two-sided permutation test of the means",
+}
+VERDICTS = ("confirmed", "contradicted", "inconclusive")
 
 
 def format_number(x: float, digits: int = 4) -> str:
@@ -35,37 +39,92 @@ def format_stat(stat: dict[str, Any] | None, digits: int = 4) -> str:
 
 
 def table_columns(analysis: dict[str, Any]) -> list[str]:
-    """The study metric, then the TABLE_METRICS some variant has."""
+    """The headline metric, then the TABLE_METRICS some variant has."""
     metric = analysis["metric"]
     return [metric] + [k for k in TABLE_METRICS if k != metric and any(k in r for r in analysis["variants"].values())]
+
+
+def checks_cell(row: dict[str, Any]) -> str:
+    """The validity checks of a variant in a few words: "ok", "not converged", "at chance", ..."""
+    v = row.get("validity") or {}
+    flags = []
+    if (v.get("not_converged") or {}).get("flagged"):
+        flags.append("not converged")
+    if (v.get("at_chance") or {}).get("flagged") is True:
+        flags.append("at chance")
+    if (v.get("at_ceiling") or {}).get("flagged"):
+        flags.append("at ceiling")
+    if row.get("diverged"):
+        flags.append(f"diverged {row['diverged']}/{row['runs']}")
+    return ", ".join(flags) or ("ok" if v else "–")
+
+
+def p_column(analysis: dict[str, Any]) -> str:
+    comp = analysis.get("comparisons") or {}
+    return "p vs baseline" if comp.get("design") == "vs_baseline" else "p vs 1st"
+
+
+def target_cell(analysis: dict[str, Any], variant: str) -> str:
+    t = ((analysis.get("time_to_target") or {}).get("variants") or {}).get(variant)
+    if not t:
+        return "–"
+    med = f", median {t['median_epochs']:g}" if t.get("median_epochs") is not None else ""
+    return f"{t['n_reached']}/{t['n']}{med}"
 
 
 def table_rows(analysis: dict[str, Any]) -> list[dict[str, str]]:
     """The comparison table as strings, best first: what summary.md, the index page and the CLI print."""
     cols = table_columns(analysis)
+    pcol = p_column(analysis)
+    target = bool((analysis.get("time_to_target") or {}).get("variants"))
     out = []
     for variant, row in sorted(analysis["variants"].items(), key=lambda kv: kv[1].get("rank", 1e9)):
-        p = row.get("p_vs_best")
-        ptxt = "–" if p is None else (f"{p:.3g}" + (" *" if row.get("significant_vs_best") else ""))
-        out.append(
-            {
-                "rank": str(row.get("rank", "–")),
-                "variant": variant,
-                "n": f"{row['finished']}/{row['runs']}",
-                **{c: format_stat(row.get(c)) for c in cols},
-                "p vs best": ptxt,
-                "diverged": str(row["diverged"]),
-            }
-        )
+        p = row.get("p_vs_anchor")
+        ptxt = "–" if p is None else (f"{p:.3g}" + (" *" if row.get("significant_vs_anchor") else ""))
+        cells = {
+            "rank": str(row.get("rank", "–")),
+            "variant": variant,
+            "n": f"{row['finished']}/{row['runs']}",
+            cols[0]: format_stat(row.get(cols[0])),
+            pcol: ptxt,
+            "checks": checks_cell(row),
+        }
+        if target:
+            cells["reached target"] = target_cell(analysis, variant)
+        cells.update({c: format_stat(row.get(c)) for c in cols[1:]})
+        out.append(cells)
     return out
 
 
+def claim_rows(analysis: dict[str, Any]) -> list[dict[str, str]]:
+    """The study's claims with their verdicts, in the spec's order."""
+    return [
+        {"claim": str(c["claim"]), "verdict": str(c["verdict"]), "reason": str(c["reason"])}
+        for c in analysis.get("claims") or []
+    ]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def how_measured(analysis: dict[str, Any]) -> str:
+    """One line under the table: what the numbers are and how they were tested."""
+    comp = analysis.get("comparisons") or {}
+    against = "the baseline" if comp.get("design") == "vs_baseline" else "the first-ranked variant"
+    return (
+        "Values are mean ± std over seeds [95% interval of the mean, kept inside the metric's range]; "
+        f"p: {comp.get('method') or 'no test'}, shown against {against}; `*` significant at alpha "
+        f"{analysis.get('alpha', 0.05):g}. Checks: convergence of the validation curve, chance level, ceiling, "
+        "diverged runs. Per-seed values and every pair are in `analysis.json`."
+    )
+
+
 def summary_markdown(study: str, question: str, analysis: dict[str, Any], sweep: dict[str, Any]) -> str:
-    """`summary.md`: the question, the generated answer, the table, and the best run's confusion matrix."""
+    """`summary.md`: the question, the generated answer, the claims, the table, and the best run's confusion matrix."""
     metric = analysis["metric"]
     rows = table_rows(analysis)
     header = list(rows[0]) if rows else ["rank", "variant"]
-    test = TEST_NAMES.get(analysis.get("test", "welch"), analysis.get("test"))
     lines = [
         f"# {study}",
         "",
@@ -73,16 +132,28 @@ def summary_markdown(study: str, question: str, analysis: dict[str, Any], sweep:
         "",
         f"**Answer (generated from the runs).** {analysis['answer']}",
         "",
-        f"Profile `{sweep.get('profile')}`, seeds {sweep.get('seeds')}, metric `{metric}` ({analysis['mode']}), "
+    ]
+    claims = claim_rows(analysis)
+    if claims:
+        lines += [
+            "**Claims** (the study's expectations, each given a verdict by these runs):",
+            "",
+            "| claim | verdict | reason |",
+            "|---|---|---|",
+            *(f"| {_cell(c['claim'])} | **{c['verdict']}** | {_cell(c['reason'])} |" for c in claims),
+            "",
+        ]
+    study_metric = analysis.get("study_metric", metric)
+    lines += [
+        f"Profile `{sweep.get('profile')}`, seeds {sweep.get('seeds')}; headline metric `{metric}` "
+        f"({analysis['mode']}) of each run's best-validation checkpoint (selected by `{study_metric}`); "
         f"MLflow experiment `{sweep.get('experiment_id')}`, parent run `{sweep.get('parent_run_id')}`.",
         "",
-        f"Values are mean ± std [95% CI] over seeds; p is {test} against the best variant.",
+        how_measured(analysis),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
-        *("| " + " | ".join(r.values()) + " |" for r in rows),
-        "",
-        f"`*`: significant at alpha {analysis.get('alpha', ALPHA):g}. Per-seed values are in `analysis.json`.",
+        *("| " + " | ".join(_cell(x) for x in r.values()) + " |" for r in rows),
         "",
     ]
     conf = analysis.get("confusion") or {}
