@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline import tracking
@@ -185,8 +186,32 @@ def run_worker(
         model.load_state_dict(best)
         test = evaluate(model, data.x_test, data.y_test, task, cfg.train.eval_batch_size, prefix="test")
     if rank == 0:
-        _finish_run(runtime, cfg, run_id, result, test, best, model, data.x_val[:2])
+        correct = per_example_correct(model, data, task, cfg.train.eval_batch_size) if best is not None else None
+        _finish_run(runtime, cfg, run_id, result, test, best, model, data.x_val[:2], correct)
     return result
+
+
+@torch.no_grad()
+def per_example_correct(model: torch.nn.Module, data: Splits, task, batch_size: int) -> torch.Tensor | None:
+    """1 where the best checkpoint classifies a test example right, else 0; None for tasks that are not
+    single-label classification (sequences, generative models, regression)."""
+    from pipeline.tasks import Binary, Classification
+
+    if not isinstance(task, Classification | Binary) or data.y_test.ndim != 1 or not len(data.x_test):
+        return None
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    hits = []
+    for i in range(0, len(data.x_test), batch_size):
+        out = model(data.x_test[i : i + batch_size].to(device))
+        if not isinstance(out, torch.Tensor):
+            return None
+        y = data.y_test[i : i + batch_size].to(device)
+        pred = (out.view(-1) > 0).long() if isinstance(task, Binary) else out.argmax(dim=-1)
+        hits.append((pred == y.view(-1).long()).cpu())
+    model.train(was_training)
+    return torch.cat(hits)
 
 
 def _log_epoch_artifacts(uri: str, run_id: str, task, model: torch.nn.Module, epoch: int) -> None:
@@ -218,6 +243,7 @@ def _finish_run(
     best: dict[str, torch.Tensor] | None,
     model: torch.nn.Module,
     example: torch.Tensor,
+    correct: torch.Tensor | None = None,
 ) -> None:
     import yaml
 
@@ -248,6 +274,9 @@ def _finish_run(
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         c.log_artifact(run_id, str(Path(d) / "config.yaml"))
+        if correct is not None:  # the report resamples seeds and test examples with it: P(A > B)
+            np.save(Path(d) / "test_correct.npy", correct.numpy().astype(np.uint8))
+            c.log_artifact(run_id, str(Path(d) / "test_correct.npy"))
         if best is not None:  # `model` holds the best epoch's weights now (loaded for the test evaluation)
             model_id = tracking.log_model(uri, run_id, model, example)
             tracking.set_tags(uri, run_id, {"best_model_id": model_id})

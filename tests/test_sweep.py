@@ -42,7 +42,7 @@ def test_four_concurrent_trials_on_a_fresh_sqlite_store(tmp_path, prepared_dir, 
         assert {"train_loss", "val_loss", "epoch_seconds", "samples_per_s"} <= set(r["history"])
         assert r["params"]["model.options.activation"] == r["tags"]["variant"]
         names = {a.path for a in client.list_artifacts(r["run_id"])}
-        assert {"config.yaml", "learning_curve.png"} <= names
+        assert {"config.yaml", "learning_curve.png", "test_correct.npy"} <= names
         assert r["tags"]["best_model_id"]  # the best checkpoint is an MLflow logged model
 
 
