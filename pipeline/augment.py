@@ -8,6 +8,7 @@ data's, so a CPU generator works with data on any device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 from pipeline.errors import ConfigError
 
-AugmentName = Literal["none", "crop", "flip", "crop_flip", "strong"]
+AugmentName = Literal["none", "crop", "flip", "crop_flip", "strong", "rotate", "affine"]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -48,6 +49,26 @@ def horizontal_flip(x: torch.Tensor, p: float, generator: torch.Generator) -> to
     """Mirror each sample left-right with probability `p` (p=0: unchanged, p=1: all flipped)."""
     flip = _rand(len(x), generator, x.device) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def random_affine(x: torch.Tensor, max_degrees: float, max_shift: float, generator: torch.Generator) -> torch.Tensor:
+    """Rotate each sample about its centre by its own angle, uniform in [-max_degrees, max_degrees], then shift it
+    by its own offset, uniform in [-max_shift, max_shift] of the image side on each axis.
+
+    Bilinear resampling; pixels that come from outside the image repeat the nearest edge pixel, so no artificial
+    border enters (zero padding, as `random_crop` pads, is a mid-grey frame on a digit's dark background). Small
+    angles and shifts keep a digit's label, unlike a mirror image. Square images: the grid is normalized.
+    """
+    if max_degrees <= 0 and max_shift <= 0:
+        return x
+    n = len(x)
+    angle = (_rand(n, generator, x.device) * 2 - 1) * math.radians(max_degrees)
+    # affine_grid's coordinates run over [-1, 1]: a shift of s image sides is 2s there
+    tx, ty = ((_rand(n, generator, x.device) * 2 - 1) * 2 * max_shift for _ in range(2))
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (N, 2, 3)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator, p: float = 1.0) -> torch.Tensor:
@@ -85,7 +106,9 @@ def _default_padding(x: torch.Tensor) -> int:
     return max(1, min(x.shape[-2:]) // 8)
 
 
-AUGMENTS: tuple[str, ...] = ("none", "crop", "flip", "crop_flip", "strong")
+AUGMENTS: tuple[str, ...] = ("none", "crop", "flip", "crop_flip", "strong", "rotate", "affine")
+ROTATION_DEGREES = 15.0  # small enough that a 6 does not become a 9, nor a 1 a 7
+SHIFT = 0.125  # of the image side: 1 px at 8 px, as the crop's default padding
 
 
 def list_augments() -> list[str]:
@@ -97,6 +120,9 @@ def build_augment(name: AugmentName, padding: int | None = None) -> Augment:
 
     `padding` is the crop padding in pixels; None picks an eighth of the image side at call time.
     `strong` = crop + flip + Cutout with a square of half the image side (the Cutout paper's 16 px at 32 px).
+    `rotate` = a random rotation of at most ROTATION_DEGREES; `affine` = that rotation and a random shift of at most
+    SHIFT of the side, edges replicated: the two that keep a digit's label (a flip does not: a mirrored 2, 3, 4, 5,
+    7 or 9 is no digit; left-right symmetric clothing, the full profile's data, is where flips belong).
     """
     if name not in AUGMENTS:
         raise ConfigError(f"unknown augment {name!r}; allowed: {', '.join(AUGMENTS)}", key="augment")
@@ -112,11 +138,19 @@ def build_augment(name: AugmentName, padding: int | None = None) -> Augment:
     def flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return horizontal_flip(x, 0.5, g)
 
+    def rotate(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return random_affine(x, ROTATION_DEGREES, 0.0, g)
+
+    def affine(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return random_affine(x, ROTATION_DEGREES, SHIFT, g)
+
     policies: dict[str, Augment] = {
         "none": _identity,
         "crop": crop,
         "flip": flip,
         "crop_flip": _chain(crop, flip),
         "strong": _chain(crop, flip, erase),
+        "rotate": rotate,
+        "affine": affine,
     }
     return policies[name]

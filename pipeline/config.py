@@ -80,7 +80,7 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float | None = Field(None, gt=0)  # clip-by-norm threshold
-    augment: Literal["none", "crop", "flip", "crop_flip", "strong"] = "none"
+    augment: Literal["none", "crop", "flip", "crop_flip", "strong", "rotate", "affine"] = "none"
     train_limit: int | None = Field(None, ge=1)  # use only the first N training samples
     diagnostics: bool = True  # per-layer gradient/weight norms, dead units, activation std
     checkpoint_every: int = Field(1, ge=0)  # epochs between checkpoints; 0 turns them off

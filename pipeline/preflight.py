@@ -126,7 +126,10 @@ TASK_METRICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "classification_f1": (_TRAIN, ("loss", "accuracy", "f1")),
     "autoencoder": (_TRAIN, ("loss", "recon_bce", "recon_error", "fd_pixels")),
     "vae": (_TRAIN, ("loss", "recon_bce", "recon_error", "kl", "elbo", "fd_pixels")),
-    "gan": (("loss", "d_loss", "g_loss", "grad_norm"), ("loss", "d_loss", "g_loss", "d_real", "d_fake", "fd_pixels")),
+    "gan": (
+        ("loss", "d_loss", "d_accuracy", "g_loss", "grad_norm"),
+        ("loss", "d_loss", "d_accuracy", "g_loss", "d_real", "d_fake", "fd_pixels"),
+    ),
 }
 EPOCH_METRICS = ("epoch_seconds", "samples_per_s", "lr", "peak_memory_mb")  # pipeline.train.fit, every task
 

@@ -40,6 +40,15 @@ def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
     return uri
 
 
+# MLflow's own switches for its HTTP client (mlflow/environment_variables.py), set where every process opens its
+# store (see client): 3 retries 0, 2 and 4 s apart (plus up to 1 s of jitter each), 20 s for an answer.
+TRACKING_HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
 @functools.lru_cache(maxsize=8)
 def client(uri: str) -> MlflowClient:
     import mlflow
@@ -55,6 +64,11 @@ def client(uri: str) -> MlflowClient:
     # set_terminated shuts down) sat idle up to 1 s: 1-2 s of every trial (benchmarks/trial_overhead.py). In
     # buffering mode it waits on its stop event instead and wakes at once; batches still go out every second.
     os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
+    # MLflow retries a failed HTTP call 7 times with doubling waits (~4 min) and waits 120 s for an answer: with the
+    # tracking server gone, every trial and the driver would each spend minutes logging retries. A few seconds of
+    # retries ride out a blip; the sweep's watchdog (pipeline.sweep) ends a sweep whose server stays away.
+    for name, value in TRACKING_HTTP_SETTINGS.items():
+        os.environ.setdefault(name, value)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -327,7 +341,14 @@ def log_dataset(uri: str, run_id: str, name: str, sha256: str, source: str = "")
         source_type="local",
         source=json.dumps({"uri": source or name}),
     )
-    c.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+    inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+    try:
+        c.log_inputs(run_id, datasets=inputs)
+    except Exception:
+        # Concurrent trials of a sweep register the same data set at once; on SQLite the second insert of the
+        # experiment's dataset row fails, and once it exists a second call reuses it.
+        time.sleep(0.2)
+        c.log_inputs(run_id, datasets=inputs)
 
 
 def pip_requirements() -> list[str]:
@@ -376,3 +397,40 @@ def log_model(uri: str, run_id: str, model: Any, example: Any) -> str:
         serialization_format="pickle",
     )
     return info.model_id
+
+
+def store_answers(uri: str, timeout_s: float = 3.0) -> bool:
+    """Whether the tracking store is there: a server answers its `/health`, a SQLite file or a file store exists.
+    Other stores (a database server) are taken to be there: the calls on them fail on their own."""
+    import urllib.request
+    from urllib.parse import unquote, urlparse
+
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
+                return answer.status == 200
+        except OSError:  # refused, reset, timed out, or an HTTP error status
+            return False
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :].split("?")[0]).is_file()  # sqlite:////abs/path -> /abs/path
+    if uri.startswith("file:"):
+        return Path(unquote(urlparse(uri).path)).is_dir()
+    return True
+
+
+def close_sweep_runs(uri: str, experiment_id: str, sweep_id: str, status: str, reason: str) -> int:
+    """Mark every trial run of a sweep still RUNNING, under any parent run; returns how many were marked."""
+    runs = find_runs(uri, experiment_id, f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING'")
+    runs = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+    c = client(uri)
+    for r in runs:
+        c.set_tag(r.info.run_id, "end_reason", reason)
+        c.set_terminated(r.info.run_id, status=status)
+    return len(runs)
+
+
+def delete_tag_if_set(uri: str, run_id: str, key: str) -> None:
+    """Remove a run's tag if it has it (MLflow refuses to delete a tag that is not there)."""
+    c = client(uri)
+    if key in c.get_run(run_id).data.tags:
+        c.delete_tag(run_id, key)

@@ -125,6 +125,8 @@ def run_worker(
             },
             match={"ray_trial_id": trial_id, "sweep_id": runtime.sweep_id},
         )
+        # A run closed when its sweep stopped early (driver_interrupted, service_lost, stale_driver) runs again.
+        tracking.delete_tag_if_set(runtime.tracking_uri, run_id, "end_reason")
         tracking.log_params(runtime.tracking_uri, run_id, cfg.model_dump())
         tracking.log_dataset(
             runtime.tracking_uri, run_id, cfg.dataset.name, data.meta.get("sha256", ""), runtime.data_source

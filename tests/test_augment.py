@@ -6,7 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.augment import build_augment, cutout, horizontal_flip, list_augments, random_crop
+from pipeline.augment import (
+    ROTATION_DEGREES,
+    build_augment,
+    cutout,
+    horizontal_flip,
+    list_augments,
+    random_affine,
+    random_crop,
+)
 from pipeline.errors import ConfigError
 
 
@@ -63,7 +71,7 @@ def test_cutout_zeroes_at_most_one_square_per_sample() -> None:
     assert torch.equal(cutout(x, 8, gen(), p=0.0), x)
 
 
-@pytest.mark.parametrize("name", ["crop", "flip", "crop_flip", "strong"])
+@pytest.mark.parametrize("name", ["crop", "flip", "crop_flip", "strong", "rotate", "affine"])
 def test_deterministic_under_a_fixed_generator(name: str) -> None:
     x = torch.rand(16, 3, 32, 32)
     fn = build_augment(name)
@@ -76,8 +84,51 @@ def test_none_is_identity() -> None:
     assert torch.equal(build_augment("none")(x, gen()), x)
 
 
+def test_affine_without_angle_or_shift_is_identity() -> None:
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(random_affine(x, 0.0, 0.0, gen()), x)
+
+
+def test_affine_shift_moves_a_digit_by_whole_pixels_at_most() -> None:
+    # a bright column on a dark background, shifted by at most 1/8 of 8 px: its mass stays one column wide and
+    # moves at most 1 px; nothing enters from outside, since the edges are replicated (dark here)
+    x = torch.zeros(64, 1, 8, 8)
+    x[..., 1:7, 4] = 1.0
+    out = random_affine(x, 0.0, 0.125, gen(3))
+    cols = (out.sum(dim=(1, 2)) / out.sum(dim=(1, 2, 3))[:, None] * torch.arange(8.0)).sum(1)  # mass centre
+    assert ((cols - 4).abs() <= 1 + 1e-5).all() and (cols - 4).abs().max() > 0.3
+    assert torch.allclose(out.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=0.2)
+    assert out.min() >= 0 and out.max() <= 1  # bilinear: no overshoot
+
+
+def test_rotation_turns_each_sample_by_its_own_small_angle() -> None:
+    # a horizontal bar through the centre: its angle after rotation, from the second moments of its mass
+    x = torch.zeros(128, 1, 16, 16)
+    x[..., 7:9, 2:14] = 1.0
+    out = build_augment("rotate")(x, gen(5))
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    w = out[:, 0]
+    m = w.sum(dim=(1, 2))
+    cy, cx = (w * ys).sum(dim=(1, 2)) / m, (w * xs).sum(dim=(1, 2)) / m
+    dy, dx = ys - cy[:, None, None], xs - cx[:, None, None]
+    sxy, sxx, syy = (w * dx * dy).sum(dim=(1, 2)), (w * dx * dx).sum(dim=(1, 2)), (w * dy * dy).sum(dim=(1, 2))
+    angle = torch.rad2deg(0.5 * torch.atan2(2 * sxy, sxx - syy)).abs()
+    assert angle.max() <= ROTATION_DEGREES + 1.5  # pixel grid: a degree or so of slack
+    assert angle.max() > ROTATION_DEGREES / 2 and len(set(angle.round().tolist())) > 5  # per sample, not one draw
+
+
+def test_label_preserving_policies_never_mirror() -> None:
+    # an asymmetric image: a flip would move its mass to the other side; rotate and affine keep it near
+    x = torch.zeros(32, 1, 8, 8)
+    x[..., 2:6, 1] = 1.0
+    for name in ("rotate", "affine"):
+        out = build_augment(name)(x, gen(2))
+        left, right = out[..., :4].sum(dim=(1, 2, 3)), out[..., 4:].sum(dim=(1, 2, 3))
+        assert (left > right).all(), name
+
+
 def test_bad_name_lists_allowed_values() -> None:
-    with pytest.raises(ConfigError, match="allowed: none, crop, flip, crop_flip, strong"):
-        build_augment("rotate")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="allowed: none, crop, flip, crop_flip, strong, rotate, affine"):
+        build_augment("mixup")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="padding"):
         build_augment("crop", padding=-1)

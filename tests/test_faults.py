@@ -157,7 +157,7 @@ def test_diverging_trial_is_tagged_and_the_sweep_goes_on(tmp_path, prepared_dir,
     assert runs["0.05"]["tags"]["outcome"] == "completed"
     assert len(runs["0.05"]["history"]["epoch"]) == 3
 
-    from pipeline.report import analyze
+    from pipeline.report.analysis import analyze
 
     analysis = analyze(list(runs.values()), "val_accuracy", "max")
     assert analysis["variants"]["1e+06"]["diverged"] == 1

@@ -139,6 +139,20 @@ def test_gan_discriminator_learns_to_separate_real_from_generated() -> None:
     with torch.no_grad():
         m = task.finalize(all_reduce_sums(task.batch_sums(model(real), None), torch.device("cpu")), "val")
     assert m["val_d_real"] > 0.5 and math.isfinite(m["val_g_loss"]) and m["val_fd_pixels"] >= 0
+    assert 0.5 < m["val_d_accuracy"] <= 1.0  # it tells the bar from the generator's output better than chance
+
+
+def test_gan_discriminator_accuracy_counts_both_halves() -> None:
+    task = task_for("gan")
+    x = _images(3)
+    out = {"x": x, "d_real": torch.tensor([2.0, 2.0, -1.0]), "d_fake": torch.tensor([-3.0, 1.0, -1.0])}
+    sums = task.family_sums(out)
+    m = task.finalize({"count": 3.0, **{k: float(v) for k, v in sums.items()}}, "val")
+    assert m["val_d_accuracy"] == pytest.approx(4 / 6)  # 2 of 3 real called real, 2 of 3 generated called fake
+    cfg = TrainConfig(optimizer="adam", lr=0.01)
+    model = build_model("gan", {"latent_dim": 2, "hidden": [8]}, INFO)
+    step = task.train_step(model, _images(8), torch.zeros(8, dtype=torch.long), task.optimizers(model, cfg), cfg)
+    assert 0.0 <= float(step["d_accuracy"]) / float(step["count"]) <= 1.0
 
 
 # --------------------------------------------------------------------------- metrics
@@ -188,9 +202,16 @@ def test_pixel_fd_from_summed_batches_equals_the_direct_value(name: str) -> None
 
 def test_epoch_artifacts_write_a_sample_grid(tmp_path: Path) -> None:
     model = build_model("vae", {}, INFO)
-    paths = task_for("vae").epoch_artifacts(model, 3, tmp_path)
-    assert [p.name for p in paths] == ["samples_epoch003.png"] and paths[0].stat().st_size > 100
+    paths = task_for("vae").epoch_artifacts(model, 5, tmp_path)
+    assert [p.name for p in paths] == ["samples_epoch005.png"] and paths[0].stat().st_size > 100
     assert model.training  # the hook leaves the mode as it found it
+    assert task_for("vae").epoch_artifacts(model, 3, tmp_path) == []  # not every epoch: each log costs ~0.4 s
+
+
+def test_sample_grids_at_the_first_epochs_then_every_tenth() -> None:
+    from pipeline.tasks.generative import sample_grid_epoch
+
+    assert [e for e in range(1, 41) if sample_grid_epoch(e)] == [1, 2, 5, 10, 20, 30, 40]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -298,15 +319,71 @@ def test_generative_study_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> 
     for r in runs:
         assert r["status"] == "FINISHED" and "val_fd_pixels" in r["history"]
         grids = {a.path for a in client.list_artifacts(r["run_id"], "epochs")}
-        assert grids == {"epochs/samples_epoch001.png", "epochs/samples_epoch002.png"}  # one per epoch
+        assert grids == {"epochs/samples_epoch001.png", "epochs/samples_epoch002.png"}  # epochs 1, 2, 5, 10, 20, ...
     assert "val_elbo" in next(r for r in runs if r["tags"]["variant"] == "vae")["history"]
-    assert "val_d_loss" in next(r for r in runs if r["tags"]["variant"] == "gan")["history"]
+    assert {"val_d_loss", "val_d_accuracy", "train_d_accuracy"} <= set(
+        next(r for r in runs if r["tags"]["variant"] == "gan")["history"]
+    )
     out = tmp_path / "report"
     rep = build_report(study, tmp_path / "results", out, tmp_path / "prepared")
     answer = rep["analysis"]["answer"]
     assert "classifier_fd" in answer and "Judge confidence" in answer, answer
+    assert "ELBO" in answer and "discriminator accuracy" in answer and "prior N(0, I)" in answer, answer
+    values = rep["analysis"]["extras"]
+    assert set(values["latent_space"]["values"]["code_kl"]) == {"autoencoder", "vae"}
+    assert {"classifier_fd", "prior_classifier_fd", "elbo", "kl", "d_accuracy"} <= set(
+        values["sample_quality"]["values"]
+    )
     for fig in ("samples.png", "reconstructions.png", "latent_space.png"):
         assert (out / "figures" / fig).exists(), fig
     table = rep["analysis"]["extras"]["sample_quality"]
     assert table["judge_test_accuracy"] > 0.8 and set(table["classifier_fd"]) == set(FAMILIES)
     assert os.path.getsize(out / "figures" / "samples.png") > 1000
+
+
+# --------------------------------------------------------------------------- report sections
+
+
+def test_gaussian_kl_to_standard_known_values() -> None:
+    from pipeline.sections.latent_space import gaussian_kl_to_standard
+
+    d = 4
+    assert gaussian_kl_to_standard(torch.zeros(d), torch.eye(d)) == pytest.approx(0.0, abs=1e-6)
+    mu = torch.tensor([1.0, -2.0, 0.0, 0.5])
+    assert gaussian_kl_to_standard(mu, torch.eye(d)) == pytest.approx(float(mu @ mu) / 2)
+    s2 = 9.0  # a code spread 3x wider than the prior
+    assert gaussian_kl_to_standard(torch.zeros(d), s2 * torch.eye(d)) == pytest.approx(d / 2 * (s2 - 1 - math.log(s2)))
+
+
+def test_code_distribution_uses_the_aggregate_posterior_for_a_vae() -> None:
+    from pipeline.sections.latent_space import code_distribution, gaussian_kl_to_standard
+
+    torch.manual_seed(0)
+    vae, ae = build_model("vae", {"latent_dim": 3}, INFO).eval(), build_model("autoencoder", {"latent_dim": 3}, INFO)
+    x = _images(200)
+    mean, cov = code_distribution(vae, x)
+    mu, logvar = vae.posterior(x)
+    # the mixture's covariance: the spread of the means plus the mean posterior variance
+    assert torch.allclose(cov, torch.cov(mu.double().T) + torch.diag(logvar.double().exp().mean(0)), atol=1e-9)
+    assert torch.allclose(mean, mu.double().mean(0))
+    mean_ae, cov_ae = code_distribution(ae.eval(), x)
+    assert mean_ae.shape == (3,) and cov_ae.shape == (3, 3)
+    assert math.isfinite(gaussian_kl_to_standard(mean_ae, cov_ae))
+
+
+def test_objective_values_and_sentence_read_each_familys_test_metrics() -> None:
+    from pipeline.sections.sample_quality import objective_sentence, objective_values
+
+    def run(seed: int, **final: float) -> dict:
+        return {"run_id": f"r{seed}", "status": "FINISHED", "tags": {"seed": str(seed)}, "history": {}, "final": final}
+
+    runs = {
+        "vae": [run(0, test_elbo=-25.0, test_kl=3.0, test_recon_bce=22.0), run(1, test_elbo=-24.0, test_kl=3.2)],
+        "gan": [run(0, test_d_accuracy=0.55), run(1, test_d_accuracy=0.61)],
+    }
+    values = objective_values(runs)
+    assert values["elbo"] == {"vae": [-25.0, -24.0]} and values["kl"] == {"vae": [3.0, 3.2]}
+    assert values["recon_bce"] == {"vae": [22.0]} and values["d_accuracy"] == {"gan": [0.55, 0.61]}
+    text = objective_sentence(values)
+    assert text is not None and "vae: ELBO -24.50 ± 0.71" in text and "gan: discriminator accuracy 0.580" in text
+    assert objective_sentence({}) is None

@@ -155,3 +155,27 @@ def test_maxout_doubles_hidden_parameters() -> None:
         return sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in head.parameters())
 
     assert hidden_params("maxout") == 2 * hidden_params("relu")
+
+
+@pytest.mark.parametrize("name", ["ngram_lm", "lstm_lm"])
+def test_language_model_embeddings_start_small(name: str) -> None:
+    from pipeline.models.text import EMBEDDING_INIT_RANGE
+
+    info = DataInfo((12,), 50, task="classification", extra={"vocab_size": 50, "pad_index": 0})
+    torch.manual_seed(0)
+    w = build_model(name, {"embedding_dim": 16}, info).embedding.weight.detach()
+    assert w.abs().max() <= EMBEDDING_INIT_RANGE and w[1:].std() > EMBEDDING_INIT_RANGE / 4
+    assert torch.equal(w[0], torch.zeros(16))  # padding embeds to zeros
+    torch.manual_seed(0)
+    assert torch.equal(build_model(name, {"embedding_dim": 16}, info).embedding.weight.detach(), w)
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_plain_and_residual_resnets_differ_only_by_shortcuts(blocks: int) -> None:
+    plain = build_model("resnet", {"residual": False, "blocks": blocks, "width": 8}, INFOS["digits"])
+    res = build_model("resnet", {"residual": True, "blocks": blocks, "width": 8}, INFOS["digits"])
+    convs = lambda m: [c for c in m.modules() if isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3)]  # noqa: E731
+    assert len(convs(plain)) == len(convs(res)) == 1 + 2 * 3 * blocks  # stem + 2 per block, 3 stages
+    # the residual net adds only the 1x1 projection shortcuts (and their BN) where a stage changes shape
+    extra = sum(p.numel() for p in res.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == (8 * 16 + 16 * 32) + 2 * (16 + 32)

@@ -29,6 +29,7 @@ from pipeline.sections import (
     check_sections,
     clipping,
     decision_boundary,
+    degradation,
     generalization_gap,
     init_signal,
     list_sections,
@@ -40,6 +41,8 @@ from pipeline.sections.common import logged_config
 from pipeline.trained import ModelLoader, Trained
 from tests.conftest import REPO, write_params
 
+ARCHS = ["lenet", "alexnet", "vgg", "googlenet", "resnet"]
+
 STUDIES = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
 CLASSIC = [
     "regression",
@@ -48,6 +51,7 @@ CLASSIC = [
     "cnn_architectures",
     "init_schemes_cnn",
     "init_schemes_mlp",
+    "degradation",
     "augmentation",
     "rnn_cells",
     "grad_clipping",
@@ -419,6 +423,138 @@ def test_clipping_counts_divergence_and_active_thresholds(tmp_path) -> None:
     assert "1 of 4 runs diverged (loss NaN/inf): no clipping 1/2, clip 10 0/1, clip 1 0/1." in text
     assert "At clip 1 the threshold lies below" in text and "clip 10 the" not in text
     assert (tmp_path / "figures" / "grad_norm_traces.png").is_file()
+
+
+# --------------------------------------------------------------------------- claims and their per-seed values
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_claims_name_the_default_profiles_variants(name: str) -> None:
+    params = load_params(REPO / "params.yaml")
+    study = load_study(REPO / "experiments" / f"{name}.yaml", params, str(REPO / "params.yaml"))
+    variants = {study.variant(p) for p in study.grid_points()}
+    for claim in study.spec.expect:
+        named = [claim.a] if isinstance(claim.a, str) else list(claim.a)
+        named += [] if claim.b is None else [claim.b] if isinstance(claim.b, str) else list(claim.b)
+        assert set(named) <= variants, (name, claim.claim, set(named) - variants)
+        if claim.metric and "." in claim.metric:  # `<section>.<quantity>`: a section the study runs
+            assert claim.metric.split(".", 1)[0] in study.spec.report, (name, claim.metric)
+
+
+def _fake_loader(monkeypatch, models: dict[str, Trained], data: Splits) -> None:
+    monkeypatch.setattr(ModelLoader, "__call__", lambda self, run: models[run["run_id"]])
+    monkeypatch.setattr(ModelLoader, "load", lambda self, run: models[run["run_id"]])
+    monkeypatch.setattr(ModelLoader, "data", lambda self, cfg: data)
+    monkeypatch.setattr(ModelLoader, "problem", None, raising=False)
+
+
+def _digits_like(n: int = 40) -> Splits:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return Splits(x, y, x[:10], y[:10], x[:10], y[:10], DataInfo((1, 8, 8), 10))
+
+
+def _assert_values(values: dict, quantities: set[str], seeds: dict[str, int]) -> None:
+    """`tables["values"]`: quantity -> variant -> one float per seed."""
+    assert set(values) == quantities
+    for per_variant in values.values():
+        assert {v: len(x) for v, x in per_variant.items()} == seeds
+        assert all(isinstance(x, float) for xs in per_variant.values() for x in xs)
+
+
+def test_maxout_hidden_params_per_seed(tmp_path, monkeypatch) -> None:
+    data = _digits_like()
+    runs = []
+    for activation in ("relu", "maxout"):
+        for seed in (0, 1):
+            cfg = _cfg({"name": "mlp", "hidden": [16, 16], "activation": activation}, seed=seed)
+            runs.append(_run(cfg, activation, {"val_accuracy": [0.5, 0.6]}, n_params=1.0))
+    _fake_loader(monkeypatch, {}, data)
+    ctx = _ctx(tmp_path, runs)
+    ctx.data_dir = tmp_path
+    res = maxout_params.maxout_params(ctx)
+    _assert_values(res.tables["values"], {"hidden_params"}, {"relu": 2, "maxout": 2})
+    # plain: (64·16 + 16) + (16·16 + 16) = 1,312 hidden weights; maxout doubles them
+    assert res.tables["values"]["hidden_params"] == {"relu": [1312.0, 1312.0], "maxout": [2624.0, 2624.0]}
+    assert maxout_params.maxout_params(_ctx(tmp_path, runs)).tables["values"] == {"hidden_params": {}}  # no data
+
+
+def test_weights_to_reach_a_5x5_field() -> None:
+    info = DataInfo((1, 8, 8), 10)
+    got = {name: architectures.weights_to_reach(build_model(name, {"width": 8}, info)) for name in ARCHS}
+    # one 5x5 filter: 25 weights per channel pair; two stacked 3x3: 18 (GoogLeNet's 3x3 branch after its 3x3 stem)
+    assert got == {"lenet": 25.0, "alexnet": 25.0, "vgg": 18.0, "googlenet": 18.0, "resnet": 18.0}
+    assert architectures.weights_to_reach(nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 3))) is None
+    text = architectures.field_sentence({v: [w, w] for v, w in got.items()})
+    assert "vgg 18" in text and "0.72× the weights of LeNet's one 5x5" in text
+
+
+def test_generalization_gap_values_and_label_breaking_control(tmp_path) -> None:
+    fits = {
+        "none": [{"train_accuracy": 1.0, "val_accuracy": 0.90}, {"train_accuracy": 1.0, "val_accuracy": 0.92}],
+        "affine": [{"train_accuracy": 0.97, "val_accuracy": 0.94}, {"train_accuracy": 0.96, "val_accuracy": 0.95}],
+    }
+    values = generalization_gap.per_seed_values(fits)
+    _assert_values(values, {"gap", "train_accuracy", "val_accuracy"}, {"none": 2, "affine": 2})
+    assert values["gap"]["none"] == pytest.approx([0.10, 0.08])
+    runs = [
+        _run(_cfg({"name": "lenet"}, train={"augment": a}), a, {"val_accuracy": [0.5]})
+        for a in ("none", "crop", "flip")
+    ]
+    assert generalization_gap.label_breaking(runs) == ["flip"]
+    assert "flip is the label-breaking control" in generalization_gap.control_sentence(["flip"])
+    cifar = _cfg({"name": "lenet"}, {"name": "cifar10"}, train={"augment": "flip"})
+    assert generalization_gap.label_breaking([_run(cifar, "flip", {})]) == []  # a mirrored ship is a ship
+
+
+def test_clipping_values_and_learning_rate_labels(tmp_path) -> None:
+    runs = []
+    for lr, clip, losses in ((8.0, None, [2.0, 2.6]), (8.0, 0.05, [1.5, 0.2]), (0.8, None, [1.9, 0.3])):
+        for seed in (0, 1, 2):
+            cfg = _cfg({"name": "rnn_classifier"}, train={"lr": lr, "grad_clip": clip}, seed=seed)
+            hist = {"train_loss": losses, "train_grad_norm": [0.5, 0.6], "val_accuracy": [0.5, 0.6]}
+            runs.append(_run(cfg, f"lr={lr:g},grad_clip={clip}", hist))
+    res = clipping.clipping(_ctx(tmp_path, runs))
+    _assert_values(
+        res.tables["values"], {"final_train_loss", "loss_rises"}, {v: 3 for v in {r["tags"]["variant"] for r in runs}}
+    )
+    assert res.tables["values"]["final_train_loss"]["lr=8,grad_clip=None"] == [2.6] * 3
+    text = " ".join(res.sentences)
+    assert "lr 8, no clipping 0/3, lr 8, clip 0.05 0/3, lr 0.8, no clipping 0/3" in text
+    assert "final training loss 2.60" in text
+
+
+def test_degradation_section_measures_training_error_per_depth(tmp_path, monkeypatch) -> None:
+    data = _digits_like(60)
+    runs, models = [], {}
+    for blocks, residual, loss in ((1, False, [2.0, 0.1]), (4, False, [2.2, 0.9]), (4, True, [1.8, 0.05])):
+        for seed in (0, 1):
+            cfg = _cfg({"name": "resnet", "width": 4, "blocks": blocks, "residual": residual}, seed=seed)
+            run = _run(cfg, f"blocks={blocks},residual={residual}", {"train_loss": loss, "val_accuracy": [0.3, 0.5]})
+            torch.manual_seed(seed)
+            models[run["run_id"]] = Trained(build_model("resnet", cfg.model.options, data.info).eval(), cfg, data, run)
+            runs.append(run)
+    _fake_loader(monkeypatch, models, data)
+    res = degradation.degradation(_ctx(tmp_path, runs))
+    seeds = {"blocks=1,residual=False": 2, "blocks=4,residual=False": 2, "blocks=4,residual=True": 2}
+    _assert_values(res.tables["values"], {"train_error", "train_loss", "val_error"}, seeds)
+    assert {v: r["layers"] for v, r in res.tables["depth"].items()} == {
+        "blocks=1,residual=False": 8,
+        "blocks=4,residual=False": 26,
+        "blocks=4,residual=True": 26,
+    }
+    text = " ".join(res.sentences)
+    assert "plain: 8 layers" in text and "residual: 26 layers" in text
+    assert (tmp_path / "figures" / "train_loss_by_depth.png").is_file()
+
+
+def test_degradation_sentences_name_a_worse_deep_plain_network() -> None:
+    rows = {
+        "p8": {"layers": 8, "residual": False, "train_error": {"mean": 0.0, "std": 0.0, "n": 2}},
+        "p26": {"layers": 26, "residual": False, "train_error": {"mean": 0.12, "std": 0.03, "n": 2}},
+    }
+    text = " ".join(degradation.degradation_sentences(rows))
+    assert "the 26-layer plain network ends 0.1200 above the 8-layer one (degradation" in text
 
 
 # --------------------------------------------------------------------------- end to end

@@ -477,3 +477,31 @@ def test_language_studies_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> 
         else:
             assert all("val_f1" in r["history"] for r in runs)
             assert "negation" in answer and (out / "figures" / "negation_accuracy.png").exists()
+
+
+# --------------------------------------------------------------------------- embedding drift
+
+
+def test_embedding_drift_and_neighbour_overlap_on_tiny_vectors() -> None:
+    from pipeline.sections.embedding_neighbours import embedding_drift, nearest_neighbours, neighbour_overlap
+
+    vocab = ["<pad>", "a", "b", "c", "d"]
+    start = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    assert embedding_drift(start, start.clone()) == pytest.approx(0.0, abs=1e-7)  # padding row (zeros) skipped
+    turned = start @ torch.tensor([[0.0, 1.0], [-1.0, 0.0]])  # every vector rotated by 90 degrees
+    assert embedding_drift(start, turned) == pytest.approx(1.0, abs=1e-6)  # orthogonal to where it started
+    assert embedding_drift(start, -start, rows=3) == pytest.approx(2.0)  # only the first 3 rows (a, b; pad left out)
+    before = nearest_neighbours(start, vocab, ["a", "c"], k=1)
+    assert before["a"][0][0] == "b" and before["c"][0][0] == "b"
+    assert neighbour_overlap(before, nearest_neighbours(turned, vocab, ["a", "c"], k=1)) == 1.0  # a rotation keeps them
+    moved = start.clone()
+    moved[3] = torch.tensor([-0.9, 0.1])  # c now sits next to d
+    after = nearest_neighbours(moved, vocab, ["a", "c"], k=1)
+    assert after["c"][0][0] == "d" and neighbour_overlap(before, after) == 0.5
+
+
+def test_neighbour_table_sets_trained_lists_beside_initial_ones() -> None:
+    from pipeline.sections.embedding_neighbours import _block
+
+    lines = _block("v", 0, {"dog": [["cat", 0.8]]}, {"dog": [["red", 0.3]]}, 0.42)
+    assert "| **dog** | cat (0.80) | red (0.30) |" in lines and any("0.420" in line for line in lines)

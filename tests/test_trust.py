@@ -367,6 +367,9 @@ def test_restore_recreates_a_checkpoint_deleted_before_tune_saved_its_state(tmp_
     restored = torch.load(tmp_path / "running" / "checkpoint_000005" / "state.pt", weights_only=True)
     assert restored["history"][-1]["epoch"] == 6.0
     assert not (tmp_path / "done" / "x").exists()  # a finished trial is not restored
+    # The two kept before it, deleted too, stand in as empty folders: Tune deletes them at the next checkpoints.
+    for kept in ("checkpoint_000004", "checkpoint_000003"):
+        assert (tmp_path / "running" / kept).is_dir() and not any((tmp_path / "running" / kept).iterdir())
     assert repair_missing_checkpoints(tmp_path) == []  # nothing left to repair
 
 

@@ -54,6 +54,19 @@ def _run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tupl
 
 # --------------------------------------------------------------------------- language models
 
+EMBEDDING_INIT_RANGE = 0.1  # U(-0.1, 0.1), as pytorch/examples' word_language_model initializes its encoder
+
+
+def lm_embedding(vocab: int, dim: int, pad: int) -> nn.Embedding:
+    """A language model's word embedding, small at initialization: torch's N(0, 1) default is so large that a
+    short run barely moves a word from its random start, and its nearest neighbours stay those of the random
+    vectors; from U(-0.1, 0.1) what a word's vector points to is what training put there."""
+    emb = nn.Embedding(vocab, dim, padding_idx=pad)
+    with torch.no_grad():
+        emb.weight.uniform_(-EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
+        emb.weight[pad].zero_()
+    return emb
+
 
 class NgramLMOptions(Options):
     n: int = Field(3, ge=2, le=16)  # the model conditions on the previous n-1 tokens
@@ -73,7 +86,7 @@ class NgramLM(nn.Module):
         super().__init__()
         vocab, self.pad = _vocab(info, "ngram_lm")
         self.context = opts.n - 1
-        self.embedding = nn.Embedding(vocab, opts.embedding_dim, padding_idx=self.pad)
+        self.embedding = lm_embedding(vocab, opts.embedding_dim, self.pad)
         self.hidden = nn.Sequential(
             nn.Linear(self.context * opts.embedding_dim, opts.hidden), nn.Tanh(), nn.Dropout(opts.dropout)
         )
@@ -103,7 +116,7 @@ class LSTMLM(nn.Module):
     def __init__(self, opts: LSTMLMOptions, info: DataInfo):
         super().__init__()
         vocab, pad = _vocab(info, "lstm_lm")
-        self.embedding = nn.Embedding(vocab, opts.embedding_dim, padding_idx=pad)
+        self.embedding = lm_embedding(vocab, opts.embedding_dim, pad)
         self.rnn = nn.LSTM(
             opts.embedding_dim,
             opts.hidden_size,

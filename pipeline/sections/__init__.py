@@ -10,6 +10,7 @@ from pipeline.sections import (
     capacity,
     clipping,
     decision_boundary,
+    degradation,
     embedding_neighbours,
     generalization_gap,
     init_signal,

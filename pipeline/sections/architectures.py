@@ -1,16 +1,22 @@
 """CNN-architectures study: accuracy, parameters, FLOPs per sample and training throughput per architecture,
-and the Pareto fronts of accuracy against each cost."""
+the Pareto fronts of accuracy against each cost, and what each family pays in weights to see a 5x5 field (VGG's
+point: two stacked 3x3 convolutions see what one 5x5 sees, with 18 weights per channel pair instead of 25)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from pipeline import plots
+from pipeline.build import untrained
 from pipeline.runs import Run, by_variant, final, ok_runs, series
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import join, stat
+from pipeline.sections.common import join, logged_config, stat
+
+FIELD = 5  # the receptive field compared: one 5x5 filter (LeNet, AlexNet) or two stacked 3x3 (VGG, ResNet)
 
 
 def _steady_throughput(run: Run) -> float | None:
@@ -76,6 +82,55 @@ def architecture_sentences(rows: dict[str, dict[str, Any]], metric: str) -> list
     return out
 
 
+def weights_to_reach(model: nn.Module, field: int = FIELD) -> float | None:
+    """Kernel weights per input-output channel pair along the first chain of convolutions whose receptive field
+    reaches `field` x `field`: the convolutions in module order, 1x1 ones skipped (they widen no field), each k x k
+    one adding k - 1 to the field and k * k to the count. None when the model never reaches it."""
+    reach, weights = 1, 0
+    for m in model.modules():
+        if not isinstance(m, nn.Conv2d) or max(m.kernel_size) == 1:
+            continue
+        kh, kw = m.kernel_size
+        reach += (max(kh, kw) - 1) * max(m.dilation)
+        weights += kh * kw
+        if reach >= field:
+            return float(weights)
+    return None
+
+
+def field_weights(ctx: Context) -> dict[str, list[float]]:
+    """variant -> `weights_to_reach` of each ok run's built model, in seed order ({} without prepared data)."""
+    if ctx.data_dir is None:
+        return {}
+    out: dict[str, list[float]] = {}
+    for v, rs in by_variant(ok_runs(ctx.runs)).items():
+        for r in rs:
+            cfg = logged_config(r)
+            if cfg is None:
+                continue
+            with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's stream stays as it was
+                w = weights_to_reach(untrained(cfg, ctx.loader.data(cfg).info)[0])
+            if w is not None:
+                out.setdefault(v, []).append(w)
+    return out
+
+
+def field_sentence(weights: dict[str, list[float]]) -> str | None:
+    """'To see a 5x5 field: vgg 18 weights per channel pair, lenet 25, ...'."""
+    if not weights:
+        return None
+    per = {v: x[0] for v, x in weights.items()}
+    text = f"Weights per input-output channel pair to see a {FIELD}x{FIELD} field: " + ", ".join(
+        f"{v} {w:g}" for v, w in sorted(per.items(), key=lambda kv: kv[1])
+    )
+    if "vgg" in per and "lenet" in per:
+        text += (
+            f"; VGG's two stacked 3x3 convolutions need {per['vgg'] / per['lenet']:.2f}× the weights of LeNet's one "
+            f"{FIELD}x{FIELD} (and add a nonlinearity between them)"
+        )
+    return text + "."
+
+
 @register_section("architectures")
 def architectures(ctx: Context) -> Result:
     """Accuracy, parameters, FLOPs per sample and training throughput per architecture, and the Pareto fronts."""
@@ -84,6 +139,10 @@ def architectures(ctx: Context) -> Result:
     rows = architecture_rows(ok_runs(ctx.runs), metric)
     res.tables["architectures"] = rows
     res.sentences += architecture_sentences(rows, metric)
+    weights = field_weights(ctx)
+    if (text := field_sentence(weights)) is not None:
+        res.sentences.append(text)
+    res.tables["values"] = {f"rf{FIELD}_weights": weights}
     # metric against FLOPs and parameters: the generic report's cost plots
     speed = [
         {"variant": v, "rank": None, **r["samples_per_s"]} for v, r in rows.items() if "mean" in r["samples_per_s"]

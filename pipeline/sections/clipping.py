@@ -1,5 +1,7 @@
-"""Gradient-clipping study: divergence counts, final metric and loss rises per clipping threshold, the
-thresholds below the typical pre-clip gradient norm, and the loss and gradient-norm traces."""
+"""Gradient-clipping study: divergence counts, final metric and loss rises per clipping threshold (and learning
+rate, when the study varies it: the smaller-step control), the thresholds below the typical pre-clip gradient norm,
+the loss and gradient-norm traces, and per-seed values for the claims (`clipping.final_train_loss`,
+`clipping.loss_rises`)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ from pipeline.sections.base import Context, Result, register_section
 from pipeline.sections.common import join, logged_config, ms, stat
 
 
-def clip_label(cfg: TrialConfig | None, name: str) -> str:
-    """'no clipping' or 'clip 0.5' from the run's config; the variant's `name` when the config is unknown."""
+def clip_label(cfg: TrialConfig | None, name: str, with_lr: bool = False) -> str:
+    """'no clipping' or 'clip 0.5' from the run's config ('lr 8, clip 0.5' with `with_lr`); the variant's `name`
+    when the config is unknown."""
     if cfg is None:
         return name
-    return "no clipping" if cfg.train.grad_clip is None else f"clip {cfg.train.grad_clip:g}"
+    text = "no clipping" if cfg.train.grad_clip is None else f"clip {cfg.train.grad_clip:g}"
+    return f"lr {cfg.train.lr:g}, {text}" if with_lr else text
 
 
 def loss_rises(losses: Sequence[float]) -> int:
@@ -29,20 +33,31 @@ def loss_rises(losses: Sequence[float]) -> int:
     return sum(b > a for a, b in zip(losses, losses[1:]))
 
 
+def final_train_loss(run: Run) -> float | None:
+    """The training loss of a run's last epoch, None when it is not finite (a diverged run)."""
+    losses = series(run, "train_loss")
+    return losses[-1] if losses and math.isfinite(losses[-1]) else None
+
+
 def clipping_rows(runs: list[Run], metric: str) -> dict[str, dict[str, Any]]:
     """Per variant: runs, diverged runs, final metric, worst train loss, mean pre-clip norm against the threshold."""
     rows: dict[str, dict[str, Any]] = {}
-    for v, rs in by_variant(runs).items():
-        cfg = logged_config(rs[0])
+    groups = by_variant(runs)
+    configs = {v: logged_config(rs[0]) for v, rs in groups.items()}
+    with_lr = len({c.train.lr for c in configs.values() if c is not None}) > 1
+    for v, rs in groups.items():
+        cfg = configs[v]
         ok = [r for r in rs if is_ok(r)]
         norms = [float(np.mean(series(r, "train_grad_norm") or [np.nan])) for r in rs]
         rows[v] = {
-            "label": clip_label(cfg, v),
+            "label": clip_label(cfg, v, with_lr),
+            "lr": cfg.train.lr if cfg else None,
             "grad_clip": cfg.train.grad_clip if cfg else None,
             "runs": len(rs),
             "diverged": sum(r["tags"].get("outcome") == "diverged" for r in rs),
             metric: stat([final(r, metric) for r in ok]),
             "loss_rises": stat([loss_rises(series(r, "train_loss")) for r in ok]),
+            "final_train_loss": stat([final_train_loss(r) for r in ok]),
             "mean_preclip_grad_norm": stat([n for n in norms if math.isfinite(n)]),
         }
     return rows
@@ -51,7 +66,7 @@ def clipping_rows(runs: list[Run], metric: str) -> dict[str, dict[str, Any]]:
 def clipping_sentences(rows: dict[str, dict[str, Any]], metric: str, mode: str) -> list[str]:
     """Divergences per threshold, the final metric with the loss rises, and where the threshold is active."""
     total = sum(r["diverged"] for r in rows.values())
-    order = sorted(rows.values(), key=lambda r: (r["grad_clip"] is not None, -(r["grad_clip"] or 0)))
+    order = sorted(rows.values(), key=lambda r: (-(r["lr"] or 0), r["grad_clip"] is not None, -(r["grad_clip"] or 0)))
     out = [
         f"{total} of {sum(r['runs'] for r in rows.values())} runs diverged (loss NaN/inf): "
         + ", ".join(f"{r['label']} {r['diverged']}/{r['runs']}" for r in order)
@@ -60,7 +75,9 @@ def clipping_sentences(rows: dict[str, dict[str, Any]], metric: str, mode: str) 
     out.append(
         f"Final {metric}: "
         + "; ".join(
-            f"{r['label']} {ms(r[metric])} (training loss rose in {ms(r['loss_rises'], 1)} epochs)" for r in order
+            f"{r['label']} {ms(r[metric])} (final training loss {ms(r['final_train_loss'], 2)}, rose in "
+            f"{ms(r['loss_rises'], 1)} epochs)"
+            for r in order
         )
         + "."
     )
@@ -86,6 +103,10 @@ def clipping(ctx: Context) -> Result:
         res.sentences.append("No run to compare.")
         return res
     res.tables["thresholds"] = rows
+    res.tables["values"] = {
+        "final_train_loss": {v: r["final_train_loss"]["values"] for v, r in rows.items()},
+        "loss_rises": {v: r["loss_rises"]["values"] for v, r in rows.items()},
+    }
     res.sentences += clipping_sentences(rows, metric, mode)
     fig = ctx.out_dir / "figures"
     for key, name in (("train_loss", "loss_traces.png"), ("train_grad_norm", "grad_norm_traces.png")):

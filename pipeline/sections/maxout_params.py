@@ -2,12 +2,18 @@
 
 A maxout unit takes the max of 2 linear pieces, so a maxout hidden layer has twice the weights of a plain one of
 the same width while the output layer is unchanged; the ratio is read from the runs' logged n_params, not assumed.
+With the prepared data at hand it also counts each run's hidden layers alone (the built model less its output
+layer), per seed, for the study's claims (`maxout_params.hidden_params`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import nn
+
+from pipeline.build import untrained
 from pipeline.runs import by_variant, ok_runs, per_variant
 from pipeline.sections.base import Context, Result, register_section
 from pipeline.sections.common import join, logged_config
@@ -63,9 +69,32 @@ def maxout_sentence(rows: dict[str, dict[str, Any]]) -> str:
     )
 
 
+def hidden_parameter_count(model: nn.Module) -> int:
+    """Parameters of everything but the output layer (the last nn.Linear): an MLP's hidden layers."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    head = sum(p.numel() for p in linears[-1].parameters()) if linears else 0
+    return sum(p.numel() for p in model.parameters()) - head
+
+
+def hidden_params(ctx: Context) -> dict[str, list[float]]:
+    """variant -> the hidden-layer parameter count of each ok run's built model, in seed order ({} without data)."""
+    if ctx.data_dir is None:
+        return {}
+    out: dict[str, list[float]] = {}
+    for v, rs in by_variant(ok_runs(ctx.runs)).items():
+        for r in rs:
+            cfg = logged_config(r)
+            if cfg is None or cfg.model.name != "mlp":
+                continue
+            with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's stream stays as it was
+                model = untrained(cfg, ctx.loader.data(cfg).info)[0]
+            out.setdefault(v, []).append(float(hidden_parameter_count(model)))
+    return out
+
+
 @register_section("maxout_params")
 def maxout_params(ctx: Context) -> Result:
     """The maxout variant's n_params over the same-width plain variants' n_params, from the runs."""
     counts = {v: sum(vals) / len(vals) for v, vals in per_variant(ctx.runs, "n_params").items()}
     rows = maxout_ratios(counts, _shapes(ctx))
-    return Result([maxout_sentence(rows)], [], {"maxout": rows})
+    return Result([maxout_sentence(rows)], [], {"maxout": rows, "values": {"hidden_params": hidden_params(ctx)}})

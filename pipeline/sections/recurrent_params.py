@@ -1,5 +1,5 @@
-"""Recurrent-cells study: recurrent parameter counts per cell, counted on the built models, and accuracy at
-equal hidden size and at equal parameter budget."""
+"""Recurrent-cells study: recurrent parameter counts per cell, counted on the built models (also per seed, for the
+claims: `recurrent_params.recurrent_params`), and accuracy at equal hidden size and at equal parameter budget."""
 
 from __future__ import annotations
 
@@ -83,6 +83,11 @@ def recurrent_params(ctx: Context) -> Result:
     for v, row in counts.items():
         row[metric] = stat([final(r, metric) for r in by_v[v]])
     res.tables["cells"] = counts
+    # deterministic counts, repeated once per finished seed, for the claims (`recurrent_params.<quantity>`)
+    res.tables["values"] = {
+        q: {v: [float(row[q])] * len(by_v[v]) for v, row in counts.items()}
+        for q in ("recurrent_params", "total_params")
+    }
     if (s := ratio_sentence(counts)) is not None:
         res.sentences.append(s)
     groups: dict[str, dict[str, dict]] = defaultdict(dict)  # regime -> cell -> statistics

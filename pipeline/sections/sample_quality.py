@@ -6,6 +6,12 @@ the report compares (1) the Fréchet distance between judge features of the samp
 images (FID's formula with a judge fitted to this data instead of Inception), (2) the judge's mean
 confidence on the samples (recognizable digits score high) and (3) the entropy of its mean predicted class
 distribution (ln 10 = 2.30 when every class is generated equally often; low when the model collapses to a few).
+For the autoencoders it also decodes draws from the prior N(0, I) itself (`prior_classifier_fd`): the VAE is trained
+to make those digits, the plain autoencoder is not (its own sampler uses a Gaussian fitted to its codes). And it
+states each family's own objective from the best checkpoint on the test split: the VAE's ELBO with its KL and
+reconstruction terms, the autoencoders' reconstruction error, the GAN discriminator's accuracy (0.5 = chance).
+
+Per-seed values of every score go to `tables["values"]` for the study's claims.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from torch import nn
 
 from pipeline import plots
 from pipeline.data import Splits
-from pipeline.runs import by_variant, ok_runs
+from pipeline.runs import Run, by_variant, finite_final, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import comparison, ranked_variants, single_thread
+from pipeline.sections.common import comparison, join, ms, ranked_variants, single_thread, stat
 from pipeline.stats import summarize
 from pipeline.tasks.generative import feature_gaussian, frechet_distance
 
@@ -74,6 +80,50 @@ def judge_scores(judge: Judge, images: torch.Tensor, real: tuple[torch.Tensor, t
     }
 
 
+# test metrics of the best checkpoint, per family, in the order a sentence gives them: (key, label, digits)
+OBJECTIVES: tuple[tuple[str, str, int], ...] = (
+    ("test_elbo", "ELBO", 2),
+    ("test_kl", "KL", 2),
+    ("test_recon_bce", "reconstruction NLL", 2),
+    ("test_recon_error", "reconstruction MSE", 4),
+    ("test_d_accuracy", "discriminator accuracy", 3),
+    ("test_d_real", "D(real)", 3),
+    ("test_d_fake", "D(generated)", 3),
+    ("test_fd_pixels", "pixel-space FD", 3),
+)
+
+
+def objective_values(runs: dict[str, list[Run]]) -> dict[str, dict[str, list[float]]]:
+    """metric -> variant -> per-seed test value (best checkpoint), for the metrics in OBJECTIVES a family logs."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for key, _, _ in OBJECTIVES:
+        for variant, rs in runs.items():
+            vals = [v for r in rs if (v := finite_final(r, key)) is not None]
+            if vals:
+                out.setdefault(key.removeprefix("test_"), {})[variant] = vals
+    return out
+
+
+def objective_sentence(values: dict[str, dict[str, list[float]]]) -> str | None:
+    """Each family's own numbers in one sentence: 'vae: ELBO -24.6 ± 0.2 nats/image (KL ..., ...); gan: ...'."""
+    parts = []
+    variants = list(dict.fromkeys(v for per in values.values() for v in per))
+    for variant in variants:
+        items = [
+            f"{label} {ms(stat(values[key.removeprefix('test_')][variant]), digits)}"
+            for key, label, digits in OBJECTIVES
+            if variant in values.get(key.removeprefix("test_"), {})
+        ]
+        if items:
+            parts.append(f"{variant}: {items[0]}" + (f" ({', '.join(items[1:])})" if len(items) > 1 else ""))
+    if not parts:
+        return None
+    return (
+        "Each family's own objective on the test split (best checkpoint; ELBO, KL and reconstruction NLL in nats "
+        "per image, MSE per pixel; a discriminator accuracy of 0.5 is chance): " + "; ".join(parts) + "."
+    )
+
+
 @register_section("sample_quality")
 @single_thread()
 def sample_quality(ctx: Context) -> Result:
@@ -99,6 +149,11 @@ def sample_quality(ctx: Context) -> Result:
                 samples = model.sample(n, generator=torch.Generator().manual_seed(SAMPLE_SEED)).float()
             for k, v in judge_scores(judge, samples, real).items():
                 scores.setdefault(k, {}).setdefault(variant, []).append(v)
+            if hasattr(model, "decode"):  # the prior itself, not the model's own sampler
+                with torch.no_grad():
+                    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(SAMPLE_SEED))
+                    prior = judge_scores(judge, model.decode(z).float(), real)["classifier_fd"]
+                scores.setdefault("prior_classifier_fd", {}).setdefault(variant, []).append(prior)
             if i == 0:
                 grids[variant] = samples[:64]
                 if hasattr(model, "encode"):
@@ -116,6 +171,16 @@ def sample_quality(ctx: Context) -> Result:
         + f" (real: {floor['class_entropy']:.2f}, uniform: {math.log(data.info.num_classes):.2f}).",
         f"For scale, real training images score a Fréchet distance of {floor['classifier_fd']:.3g} to the test images.",
     ]
+    if prior := scores.get("prior_classifier_fd"):
+        sentences.append(
+            "Decoding draws from the prior N(0, I) itself (judge-feature FD): "
+            + ", ".join(f"{v} {ms(stat(x), 3)}" for v, x in prior.items())
+            + f"; {join(list(prior))} {'is' if len(prior) == 1 else 'are'} the models with a decoder, and only a VAE "
+            "is trained so that the prior decodes to digits."
+        )
+    objectives = objective_values({v: runs[v] for v in order})
+    if (text := objective_sentence(objectives)) is not None:
+        sentences.append(text)
     figs = [
         plots.image_grids(grids, ctx.out_dir / "figures" / "samples.png", f"{ctx.study}: samples (first seed)"),
     ]
@@ -134,7 +199,10 @@ def sample_quality(ctx: Context) -> Result:
         "classifier_fd": fd_table,
         **{
             k: {v: {**summarize(x).as_dict(), "values": x} for v, x in scores[k].items()}
-            for k in ("confidence", "class_entropy")
+            for k in ("confidence", "class_entropy", "prior_classifier_fd")
+            if k in scores
         },
+        # per seed, in seed order: the study's claims read these (`sample_quality.<quantity>`)
+        "values": {**scores, **objectives},
     }
     return Result(sentences, figs, table)

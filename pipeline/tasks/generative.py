@@ -11,8 +11,10 @@ Validation metrics, all from summed quantities so they add up across DDP ranks:
 - autoencoder and VAE: `recon_error` (mean squared error per pixel, of the reconstruction from the code or
   the posterior mean) and `recon_bce` (Bernoulli negative log-likelihood in nats per image).
 - VAE: `kl` and `elbo` (a one-sample estimate, nats per image; `loss` is -elbo).
-- GAN: `d_loss`, `g_loss`, and the discriminator's mean probability on real (`d_real`) and generated (`d_fake`)
-  images; `loss` is d_loss + g_loss, used only to notice divergence.
+- GAN: `d_loss`, `g_loss`, the discriminator's mean probability on real (`d_real`) and generated (`d_fake`)
+  images, and its accuracy telling them apart (`d_accuracy`: 0.5 is chance, what a balanced game ends near; on the
+  training side, from the discriminator's step before its update); `loss` is d_loss + g_loss, used only to notice
+  divergence.
 
 Imported at the bottom of `pipeline.tasks`.
 """
@@ -88,9 +90,13 @@ class Generative(Task):
 
     @torch.no_grad()
     def epoch_artifacts(self, model: nn.Module, epoch: int, folder: Path) -> list[Path]:
-        """A grid of 64 samples from fixed noise, so the grids of successive epochs compare (rank 0, cheap)."""
+        """A grid of 64 samples from fixed noise at epochs 1, 2, 5 and every 10th, so the grids compare (rank 0).
+
+        Not every epoch: logging one artifact costs about 0.4 s, several times a short epoch of 8x8 digits."""
         from torchvision.utils import save_image
 
+        if not sample_grid_epoch(epoch):
+            return []
         was_training = model.training
         model.eval()
         try:
@@ -102,6 +108,11 @@ class Generative(Task):
         path = Path(folder) / f"samples_epoch{epoch:03d}.png"
         save_image(images, path, nrow=8, padding=2, pad_value=0.5)
         return [path]
+
+
+def sample_grid_epoch(epoch: int) -> bool:
+    """Epochs (1-based) that log a sample grid: the first ones, where samples change most, then every 10th."""
+    return epoch in (1, 2, 5) or epoch % 10 == 0
 
 
 def _recon_sums(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -167,6 +178,12 @@ class GANPair(nn.Module):
         return self.module(x)
 
 
+def _d_correct(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's correct calls on n real and n generated images, halved: divided by the count n it is its
+    accuracy over the 2n (a logit above 0 calls an image real)."""
+    return ((real_logits > 0).sum() + (fake_logits <= 0).sum()).float() / 2
+
+
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
@@ -220,7 +237,14 @@ class GANTask(Generative):
 
         w = torch.tensor(float(n), device=x.device)
         d, g = d_loss.detach(), g_loss.detach()
-        return {"loss": (d + g) * w, "d_loss": d * w, "g_loss": g * w, "grad_norm": norm.detach() * w, "count": w}
+        return {
+            "loss": (d + g) * w,
+            "d_loss": d * w,
+            "g_loss": g * w,
+            "d_accuracy": _d_correct(logits[:n].detach(), logits[n:].detach()),
+            "grad_norm": norm.detach() * w,
+            "count": w,
+        }
 
     def family_sums(self, out):
         d_real, d_fake = out["d_real"], out["d_fake"]
@@ -233,4 +257,5 @@ class GANTask(Generative):
             "g_loss": g_loss.detach(),
             "d_real": torch.sigmoid(d_real).sum().detach(),
             "d_fake": torch.sigmoid(d_fake).sum().detach(),
+            "d_accuracy": _d_correct(d_real.detach(), d_fake.detach()),
         }
