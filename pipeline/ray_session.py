@@ -13,6 +13,7 @@ params.yaml, the command runs against that as it is.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -49,11 +50,22 @@ def _nothing_to_run(cmd: list[str]) -> bool:
     return cmd == ["dvc", "repro"] and subprocess.run(["dvc", "status", "--quiet"]).returncode == 0
 
 
+def _wait(cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Run `cmd` to its end. A Ctrl-C reaches the command's processes from the terminal (one process group): they
+    close their runs and exit on their own, so this process ignores it while it waits and then stops Ray."""
+    proc = subprocess.Popen(cmd, env=env)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # after the fork: the command keeps the default
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @guarded
 def main(argv: list[str] | None = None) -> int:
     cmd = list(sys.argv[1:] if argv is None else argv) or ["dvc", "repro"]
     if _nothing_to_run(cmd):
-        return subprocess.call(cmd)
+        return _wait(cmd)
     # Every study in every profile, the tracking store, the storage folder and any Ray address, before DVC deletes
     # or writes a file; the stages then skip the service checks already made here.
     from pipeline.preflight import preflight
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PIPELINE_PREFLIGHT_DONE"] = "1"
     params = load_params("params.yaml")
     if os.environ.get("RAY_ADDRESS") or params.ray.address:
-        return subprocess.call(cmd)
+        return _wait(cmd)
 
     # Ray turns token authentication on for the runtime it starts; the stages that connect to it must use the
     # same mode or be refused (InvalidAuthToken). Ray reads the mode when it is imported: set it first.
@@ -72,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     start_local_runtime(params)
     try:
         env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-        return subprocess.call(cmd, env=env)
+        return _wait(cmd, env)
     finally:
         ray.shutdown()
 
