@@ -49,8 +49,17 @@ TRACKING_HTTP_SETTINGS = {
 }
 
 
-@functools.lru_cache(maxsize=8)
 def client(uri: str) -> MlflowClient:
+    """The client of the store at `uri`; MLflow's fluent API (logged models, flush_async_logging) points there too,
+    every call: a process that uses two stores (a test, the report) must not load a model from the other one."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return _client(uri)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(uri: str) -> MlflowClient:
     import mlflow
 
     # Fluent calls (flush_async_logging) must hit this store too, not a default ./mlflow.db created

@@ -60,7 +60,7 @@ def test_two_worker_ddp_trial_matches_single_process_evaluation(tmp_path, prepar
     # Reload the logged best weights and evaluate them in this one process on the full validation split.
     import mlflow.pytorch
 
-    MlflowClient(summary["tracking_uri"])  # the fluent API reads the same store
+    mlflow.set_tracking_uri(summary["tracking_uri"])  # the fluent API reads the same store
     data = load_prepared(prepared_dir, "digits")
     model = mlflow.pytorch.load_model(f"models:/{run['tags']['best_model_id']}")
     single = evaluate(model, data.x_val, data.y_val, task_for("classification"), 256)
