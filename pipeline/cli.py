@@ -159,7 +159,7 @@ def cmd_studies(project: Project, args: argparse.Namespace) -> int:
 
 def _results_cell(results: Path, study: str) -> str:
     """`N runs (profile)`, or none; only what the listing shows is checked (the report stage checks the rest)."""
-    from pipeline.html import read_json
+    from pipeline.jsonfile import read_json
 
     runs_file, sweep_file = results / "runs.json", results / "sweep.json"
     if not (runs_file.is_file() and sweep_file.is_file()):

@@ -10,7 +10,6 @@ links to its runs in the MLflow UI: `<ui>/#/experiments/<experiment_id>/runs/<ru
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Callable, Sequence
 from html import escape
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.jsonfile import is_int, is_number, json_kind, read_json
 from pipeline.report.markdown import TABLE_METRICS, VERDICTS, claim_rows, how_measured, table_rows
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
@@ -97,16 +97,6 @@ def _caption(path: Path) -> str:
     return stem.replace("_", " ")
 
 
-def read_json(path: Path, remedy: str) -> Any:
-    """A JSON file's content; a missing, unreadable or malformed file is a ConfigError naming it, ending in `remedy`."""
-    if not path.is_file():
-        raise ConfigError(f"missing; {remedy}", file=str(path))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"not readable JSON ({e}); {remedy}", file=str(path)) from None
-
-
 def load_report(report_dir: Path) -> dict[str, Any]:
     """A report's analysis.json, checked to hold what this page and `pipeline show` read from it."""
     path = Path(report_dir) / "analysis.json"
@@ -121,26 +111,6 @@ def load_report(report_dir: Path) -> dict[str, Any]:
     return analysis
 
 
-def _kind(value: Any) -> str:
-    names = {
-        dict: "a JSON object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-    }
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _is_str(value: Any) -> bool:
     return isinstance(value, str)
 
@@ -150,7 +120,7 @@ def _is_claim(c: Any) -> bool:
 
 
 def _is_run_ref(ref: Any) -> bool:
-    return isinstance(ref, dict) and _is_int(ref.get("seed")) and all(_is_str(ref.get(k)) for k in ("run_id", "status"))
+    return isinstance(ref, dict) and is_int(ref.get("seed")) and all(_is_str(ref.get(k)) for k in ("run_id", "status"))
 
 
 # (key, test, what the value must be, required) for what the page, the table and `pipeline show` read.
@@ -160,7 +130,7 @@ REPORT_CHECKS: tuple[Check, ...] = (
     ("metric", _is_str, "a string", True),
     ("mode", _is_str, "a string", True),
     ("variants", lambda v: isinstance(v, dict), "a JSON object", True),
-    ("alpha", _is_number, "a number", False),
+    ("alpha", is_number, "a number", False),
     ("figures", lambda v: isinstance(v, list) and all(map(_is_str, v)), "a list of file names", False),
     ("confusion", lambda v: v is None or isinstance(v, dict), "a JSON object", False),
     ("claims", lambda v: isinstance(v, list) and all(map(_is_claim, v)), "a list of {claim, verdict, reason}", False),
@@ -170,17 +140,17 @@ REPORT_CHECKS: tuple[Check, ...] = (
     ),
 )
 VARIANT_CHECKS: tuple[Check, ...] = (
-    ("runs", _is_int, "a whole number", True),
-    ("finished", _is_int, "a whole number", True),
-    ("diverged", _is_int, "a whole number", True),
-    ("rank", _is_int, "a whole number", False),
-    ("p_vs_anchor", lambda v: v is None or _is_number(v), "a number", False),
+    ("runs", is_int, "a whole number", True),
+    ("finished", is_int, "a whole number", True),
+    ("diverged", is_int, "a whole number", True),
+    ("rank", is_int, "a whole number", False),
+    ("p_vs_anchor", lambda v: v is None or is_number(v), "a number", False),
     ("run_ids", lambda v: isinstance(v, list), "a list", False),
 )
 CONFUSION_CHECKS: tuple[Check, ...] = (  # when it has a matrix (it has "accuracy")
-    ("accuracy", _is_number, "a number", True),
-    ("n", _is_int, "a whole number", True),
-    ("seed", _is_int, "a whole number", True),
+    ("accuracy", is_number, "a number", True),
+    ("n", is_int, "a whole number", True),
+    ("seed", is_int, "a whole number", True),
     ("variant", _is_str, "a string", True),
     ("run_id", _is_str, "a string", True),
 )
@@ -192,7 +162,7 @@ def _first_problem(node: dict[str, Any], at: str, checks: tuple[Check, ...]) -> 
             if required:
                 return at + key, "missing"
         elif not test(node[key]):
-            return at + key, f"must be {wanted}, got {_kind(node[key])}"
+            return at + key, f"must be {wanted}, got {json_kind(node[key])}"
     return None
 
 
@@ -203,12 +173,12 @@ def report_problem(a: Any) -> tuple[str | None, str] | None:
     it fails with one line instead of a KeyError deep in the page.
     """
     if not isinstance(a, dict):
-        return None, f"must be a JSON object, got {_kind(a)}"
+        return None, f"must be a JSON object, got {json_kind(a)}"
     if problem := _first_problem(a, "", REPORT_CHECKS):
         return problem
     for variant, row in a["variants"].items():
         if not isinstance(row, dict):
-            return f"variants.{variant}", f"must be a JSON object, got {_kind(row)}"
+            return f"variants.{variant}", f"must be a JSON object, got {json_kind(row)}"
         if problem := _first_problem(row, f"variants.{variant}.", VARIANT_CHECKS):
             return problem
         for col in sorted({a["metric"], *TABLE_METRICS} & row.keys()):
@@ -229,12 +199,12 @@ def _stat_problem(stat: Any) -> str | None:
     if stat is None:
         return None
     if not isinstance(stat, dict):
-        return f"must be a JSON object, got {_kind(stat)}"
+        return f"must be a JSON object, got {json_kind(stat)}"
     if "mean" not in stat:
         return None  # a variant without a finished run: printed as "–"
-    if not (_is_number(stat["mean"]) and _is_number(stat.get("std"))):
+    if not (is_number(stat["mean"]) and is_number(stat.get("std"))):
         return "must have a numeric mean and std"
-    if stat.get("ci_low") is not None and not (_is_number(stat["ci_low"]) and _is_number(stat.get("ci_high"))):
+    if stat.get("ci_low") is not None and not (is_number(stat["ci_low"]) and is_number(stat.get("ci_high"))):
         return "must have numeric ci_low and ci_high"
     return None
 

@@ -7,15 +7,9 @@ from pathlib import Path
 from pipeline.config import load_params, load_study
 from pipeline.entry import ArgParser, exit_now, guarded
 from pipeline.errors import ConfigError
+from pipeline.jsonfile import read_json
 from pipeline.preflight import preflight
 from pipeline.sweep import run_study
-
-
-def read_json(path: str) -> object:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"not readable ({type(e).__name__}); run `dvc repro specs`", file=path) from None
 
 
 @guarded
@@ -35,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     study = load_study(args.study, params, args.params)
     if args.spec is not None:  # the file DVC tracks for this stage must describe the sweep it runs
-        written = read_json(args.spec)
+        written = read_json(args.spec, "run `dvc repro specs`")
         if written != json.loads(json.dumps(study.fingerprint())):
             raise ConfigError("out of date with the study and params.yaml; run `dvc repro specs`", file=args.spec)
     summary = run_study(study, args.data, args.out)

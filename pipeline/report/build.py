@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.config import Study
 from pipeline.errors import ConfigError
+from pipeline.jsonfile import is_number, json_kind, read_json
 from pipeline.report.analysis import analyze, metrics_file
 from pipeline.report.chance import ChanceLevels
 from pipeline.report.claims import evaluate_claims, members
@@ -184,31 +185,6 @@ def publish(work: Path, out: Path, names: tuple[str, ...]) -> None:
 # --------------------------------------------------------------------------- the study stage's results
 
 
-def _kind(value: Any) -> str:
-    names = {
-        dict: "a JSON object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-    }
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _read_json(path: Path, remedy: str) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"missing; {remedy}", file=str(path))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"not readable JSON ({e}); {remedy}", file=str(path)) from None
-
-
 # What `pipeline.runs` and the report read from each exported run, with the JSON type it needs.
 RUN_FIELDS: tuple[tuple[str, type], ...] = (
     ("run_id", str),
@@ -223,27 +199,27 @@ RUN_FIELDS: tuple[tuple[str, type], ...] = (
 def _run_problem(run: Any) -> tuple[str | None, str] | None:
     """(key within the run, what is wrong) for a run that is not what `tracking.export_runs` writes, else None."""
     if not isinstance(run, dict):
-        return None, f"must be a run (a JSON object), got {_kind(run)}"
+        return None, f"must be a run (a JSON object), got {json_kind(run)}"
     for key, kind in RUN_FIELDS:
         if key not in run:
             return key, "missing"
         if not isinstance(run[key], kind):
-            return key, f"must be {'a string' if kind is str else 'a JSON object'}, got {_kind(run[key])}"
+            return key, f"must be {'a string' if kind is str else 'a JSON object'}, got {json_kind(run[key])}"
     for group in ("tags", "params"):  # MLflow's tags and params are strings
         for k, v in run[group].items():
             if not isinstance(v, str):
-                return f"{group}.{k}", f"must be a string, got {_kind(v)}"
+                return f"{group}.{k}", f"must be a string, got {json_kind(v)}"
     seed = run["tags"].get("seed", "0")
     if not seed.lstrip("-").isdigit():
         return "tags.seed", f"must be a whole number, got {seed[:40]!r}"
     for k, v in run["final"].items():
-        if v is not None and not _is_number(v):
-            return f"final.{k}", f"must be a number, got {_kind(v)}"
+        if v is not None and not is_number(v):
+            return f"final.{k}", f"must be a number, got {json_kind(v)}"
     for k, steps in run["history"].items():
         if not isinstance(steps, list):
-            return f"history.{k}", f"must be a list of [step, value] pairs, got {_kind(steps)}"
+            return f"history.{k}", f"must be a list of [step, value] pairs, got {json_kind(steps)}"
         for j, pair in enumerate(steps):
-            if not (isinstance(pair, list) and len(pair) == 2 and all(map(_is_number, pair))):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(map(is_number, pair))):
                 return f"history.{k}.{j}", "must be a [step, value] pair of numbers"
     return None
 
@@ -257,11 +233,11 @@ def load_results(results_dir: str | Path, study: str) -> tuple[list[Run], dict[s
     results_dir = Path(results_dir)
     remedy = f"re-run the study stage (dvc repro study@{study})"
     sweep_file, runs_file = results_dir / "sweep.json", results_dir / "runs.json"
-    sweep = _read_json(sweep_file, remedy)
+    sweep = read_json(sweep_file, remedy)
     if not isinstance(sweep, dict):
-        raise ConfigError(f"must be a JSON object, got {_kind(sweep)}; {remedy}", file=str(sweep_file))
+        raise ConfigError(f"must be a JSON object, got {json_kind(sweep)}; {remedy}", file=str(sweep_file))
     if not isinstance(sweep.get("study"), str):
-        what = "missing" if "study" not in sweep else f"must be a string, got {_kind(sweep['study'])}"
+        what = "missing" if "study" not in sweep else f"must be a string, got {json_kind(sweep['study'])}"
         raise ConfigError(f"{what}; {remedy}", file=str(sweep_file), key="study")
     if sweep["study"] != study:
         raise ConfigError(
@@ -271,14 +247,14 @@ def load_results(results_dir: str | Path, study: str) -> tuple[list[Run], dict[s
         )
     for key in ("profile", "experiment_id", "parent_run_id", "tracking_uri"):
         if sweep.get(key) is not None and not isinstance(sweep[key], str):
-            raise ConfigError(f"must be a string, got {_kind(sweep[key])}; {remedy}", file=str(sweep_file), key=key)
+            raise ConfigError(f"must be a string, got {json_kind(sweep[key])}; {remedy}", file=str(sweep_file), key=key)
     seeds = sweep.get("seeds")
     if seeds is not None and not (isinstance(seeds, list) and all(isinstance(s, int) for s in seeds)):
         raise ConfigError(f"must be a list of whole numbers; {remedy}", file=str(sweep_file), key="seeds")
 
-    runs = _read_json(runs_file, remedy)
+    runs = read_json(runs_file, remedy)
     if not isinstance(runs, list):
-        raise ConfigError(f"must be a list of runs, got {_kind(runs)}; {remedy}", file=str(runs_file))
+        raise ConfigError(f"must be a list of runs, got {json_kind(runs)}; {remedy}", file=str(runs_file))
     for i, run in enumerate(runs):
         problem = _run_problem(run)
         if problem:
