@@ -181,6 +181,33 @@ def claim_pairs(claim: Claim, groups: dict[str, list[float]], direction: str | N
     return [(a, rival) for a in a_list if a in means]
 
 
+@dataclass
+class Compared:
+    """What a pairwise claim (`better`, `no_gain`) compares: per-seed values, +1/-1 for the metric's better
+    direction, and the (a, b) pairs."""
+
+    groups: dict[str, list[float]]
+    sign: int
+    pairs: list[tuple[str, str]]
+
+
+def compared(claim: Claim, ctx: ClaimContext, metric: str) -> Compared | Outcome:
+    """The pairs a pairwise claim compares, or the inconclusive outcome when it cannot be judged at all."""
+    groups, why = ctx.values(metric)
+    if why:
+        return Outcome(INCONCLUSIVE, why)
+    direction = ctx.direction(claim, metric)
+    if direction is None:
+        return Outcome(INCONCLUSIVE, f"which way {metric} is better is unknown; give the claim a direction")
+    return Compared(groups, 1 if direction == "max" else -1, claim_pairs(claim, groups, direction))
+
+
+def missing(metric: str, groups: dict[str, list[float]], a: str, b: str) -> Outcome | None:
+    """An inconclusive outcome for a pair with a variant that has no values of `metric`."""
+    gone = [v for v in (a, b) if v not in groups]
+    return Outcome(INCONCLUSIVE, f"no {metric} for {gone[0]}") if gone else None
+
+
 # --------------------------------------------------------------------------- one kind each
 
 
@@ -209,18 +236,14 @@ def better(claim: Claim, i: int, ctx: ClaimContext, tests: dict, family: int) ->
     metric = ctx.metric(claim)
     if metric == "epochs_to_target":
         return better_time(claim, ctx)
-    groups, why = ctx.values(metric)
-    if why:
-        return [Outcome(INCONCLUSIVE, why)]
-    direction = ctx.direction(claim, metric)
-    if direction is None:
-        return [Outcome(INCONCLUSIVE, f"which way {metric} is better is unknown; give the claim a direction")]
-    sign = 1 if direction == "max" else -1
+    c = compared(claim, ctx, metric)
+    if isinstance(c, Outcome):
+        return [c]
+    groups, sign = c.groups, c.sign
     out = []
-    for a, b in claim_pairs(claim, groups, direction):
-        if a not in groups or b not in groups:
-            missing = a if a not in groups else b
-            out.append(Outcome(INCONCLUSIVE, f"no {metric} for {missing}"))
+    for a, b in c.pairs:
+        if gap := missing(metric, groups, a, b):
+            out.append(gap)
             continue
         t = tests[(i, a, b)]
         assert t.raw is not None
@@ -437,17 +460,14 @@ def welch_interval(va: list[float], vb: list[float], confidence: float = 0.95) -
 
 def no_gain(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
     metric = ctx.metric(claim)
-    groups, why = ctx.values(metric)
-    if why:
-        return [Outcome(INCONCLUSIVE, why)]
-    direction = ctx.direction(claim, metric)
-    if direction is None:
-        return [Outcome(INCONCLUSIVE, f"which way {metric} is better is unknown; give the claim a direction")]
-    sign = 1 if direction == "max" else -1
+    c = compared(claim, ctx, metric)
+    if isinstance(c, Outcome):
+        return [c]
+    groups, sign = c.groups, c.sign
     out = []
-    for a, b in claim_pairs(claim, groups, direction):
-        if a not in groups or b not in groups:
-            out.append(Outcome(INCONCLUSIVE, f"no {metric} for {a if a not in groups else b}"))
+    for a, b in c.pairs:
+        if gap := missing(metric, groups, a, b):
+            out.append(gap)
             continue
         ci = welch_interval(groups[a], groups[b])
         head = pair_text(a, b, groups[a], groups[b])
