@@ -126,10 +126,15 @@ class ModelLoader:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         data = self.data(cfg)
         if not model_id:
-            with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's random stream stays as it was
-                model, _ = build_untrained(cfg, data.info)
+            model = self.untrained(cfg)
             model.load_state_dict(state)
         return Trained(model.eval(), cfg, data, run)
+
+    def untrained(self, cfg: TrialConfig) -> nn.Module:
+        """The run's model before its first step, as the trial built it (same seed, same init), on its data's
+        shapes. Building seeds torch: the caller's random stream stays as it was."""
+        with torch.random.fork_rng(devices=[]):
+            return build_untrained(cfg, self.data(cfg).info)[0]
 
     def __call__(self, run: Run) -> Trained | None:
         if self.problem:  # said once by the caller (`problem`), not once per run

@@ -7,14 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from pipeline import plots
-from pipeline.build import untrained
 from pipeline.runs import Run, by_variant, final, ok_runs, series
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import join, logged_config, stat
+from pipeline.sections.common import join, per_untrained_model, stat
 
 FIELD = 5  # the receptive field compared: one 5x5 filter (LeNet, AlexNet) or two stacked 3x3 (VGG, ResNet)
 
@@ -100,19 +98,7 @@ def weights_to_reach(model: nn.Module, field: int = FIELD) -> float | None:
 
 def field_weights(ctx: Context) -> dict[str, list[float]]:
     """variant -> `weights_to_reach` of each ok run's built model, in seed order ({} without prepared data)."""
-    if ctx.data_dir is None:
-        return {}
-    out: dict[str, list[float]] = {}
-    for v, rs in by_variant(ok_runs(ctx.runs)).items():
-        for r in rs:
-            cfg = logged_config(r)
-            if cfg is None:
-                continue
-            with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's stream stays as it was
-                w = weights_to_reach(untrained(cfg, ctx.loader.data(cfg).info)[0])
-            if w is not None:
-                out.setdefault(v, []).append(w)
-    return out
+    return per_untrained_model(ctx, weights_to_reach)
 
 
 def field_sentence(weights: dict[str, list[float]]) -> str | None:

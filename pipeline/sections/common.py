@@ -6,15 +6,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from pipeline import tracking
 from pipeline.config import TrialConfig
-from pipeline.runs import Run, unflatten
+from pipeline.runs import Run, by_variant, ok_runs, unflatten
 from pipeline.sections.base import Context
 from pipeline.stats import compare, describe_finding, summarize
 from pipeline.train import evaluate
@@ -121,3 +122,24 @@ def comparison(groups: dict[str, list[float]], metric: str, mode: str) -> tuple[
 def bar_stats(groups: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
     """Per variant, the summary and values `plots.grouped_bars` draws."""
     return {v: {**summarize(vals).as_dict(), "values": vals} for v, vals in groups.items()}
+
+
+def per_untrained_model(
+    ctx: Context,
+    measure: Callable[[nn.Module], float | None],
+    keep: Callable[[TrialConfig], bool] = lambda cfg: True,
+) -> dict[str, list[float]]:
+    """variant -> `measure` of each ok run's model as built before training (its logged config), in seed order;
+    runs whose config is lost, that `keep` refuses or that `measure` gives None are left out ({} without data)."""
+    if ctx.data_dir is None:
+        return {}
+    out: dict[str, list[float]] = {}
+    for v, rs in by_variant(ok_runs(ctx.runs)).items():
+        for r in rs:
+            cfg = logged_config(r)
+            if cfg is None or not keep(cfg):
+                continue
+            value = measure(ctx.loader.untrained(cfg))
+            if value is not None:
+                out.setdefault(v, []).append(float(value))
+    return out

@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from pipeline.build import untrained
 from pipeline.runs import by_variant, ok_runs
 from pipeline.sections.base import Context, Result, register_section
 from pipeline.sections.common import log_artifact, ms, ranked_variants, single_thread, stat
@@ -109,8 +108,7 @@ def embedding_neighbours(ctx: Context) -> Result:
             # Rare words barely move from their initial vectors in a short run, and would crowd the lists with
             # chance similarities; neighbours and drift come from the most frequent quarter of the vocabulary.
             pool = max(100, len(vocab) // 4)
-            with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's stream stays as it was
-                start = untrained(cfg, data.info)[0].embedding.weight.detach()
+            start = ctx.loader.untrained(cfg).embedding.weight.detach()
             end = trained.model.embedding.weight.detach()
             after = nearest_neighbours(end, vocab, words, candidates=pool)
             before = nearest_neighbours(start, vocab, words, candidates=pool)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from pipeline.build import untrained
 from pipeline.runs import by_variant, ok_runs, per_variant
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import join, logged_config
+from pipeline.sections.common import join, logged_config, per_untrained_model
 
 
 def _shapes(ctx: Context) -> dict[str, tuple[str | None, tuple[int, ...] | None]]:
@@ -78,18 +76,7 @@ def hidden_parameter_count(model: nn.Module) -> int:
 
 def hidden_params(ctx: Context) -> dict[str, list[float]]:
     """variant -> the hidden-layer parameter count of each ok run's built model, in seed order ({} without data)."""
-    if ctx.data_dir is None:
-        return {}
-    out: dict[str, list[float]] = {}
-    for v, rs in by_variant(ok_runs(ctx.runs)).items():
-        for r in rs:
-            cfg = logged_config(r)
-            if cfg is None or cfg.model.name != "mlp":
-                continue
-            with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's stream stays as it was
-                model = untrained(cfg, ctx.loader.data(cfg).info)[0]
-            out.setdefault(v, []).append(float(hidden_parameter_count(model)))
-    return out
+    return per_untrained_model(ctx, hidden_parameter_count, keep=lambda cfg: cfg.model.name == "mlp")
 
 
 @register_section("maxout_params")

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from pipeline import plots
-from pipeline.build import untrained
 from pipeline.config import TrialConfig
 from pipeline.models.rnn import recurrent_parameter_count
 from pipeline.runs import by_variant, final, ok_runs, variant
@@ -72,12 +70,7 @@ def recurrent_params(ctx: Context) -> Result:
         res.sentences.append("Parameters not counted: no prepared data folder given.")
         return res
 
-    def build(cfg: TrialConfig) -> nn.Module:
-        # built as the trial built it; seeding it must not move the caller's random stream
-        with torch.random.fork_rng(devices=[]):
-            return untrained(cfg, ctx.loader.data(cfg).info)[0]
-
-    counts = recurrent_counts(configs, build)
+    counts = recurrent_counts(configs, ctx.loader.untrained)
     metric = ctx.analysis["metric"]
     by_v = by_variant(runs)
     for v, row in counts.items():
