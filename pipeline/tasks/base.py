@@ -69,14 +69,22 @@ class Task:
         out = model(x)
         loss = self.loss(out, y)
         loss.backward()
-        if cfg.grad_clip is not None:
-            # The pre-clip norm is what a clipping study wants to see.
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        else:
-            norm = grad_norm(model)
+        norm = clipped_grad_norm(model, cfg.grad_clip)
         opt.step()
-        n = float(_count(y))
-        return {"loss": loss.detach() * n, "grad_norm": norm.detach() * n, "count": torch.tensor(n)}
+        n = self.step_count(y)
+        count = n if isinstance(n, torch.Tensor) else torch.tensor(n)
+        return {"loss": loss.detach() * n, "grad_norm": norm.detach() * n, "count": count}
+
+    def step_count(self, y: torch.Tensor) -> float | torch.Tensor:
+        """How many targets a batch's mean loss averages over (its sums are weighted by it)."""
+        return float(_count(y))
+
+
+def clipped_grad_norm(module: nn.Module, grad_clip: float | None) -> torch.Tensor:
+    """The gradient norm before clipping (what a clipping study wants to see); clips to `grad_clip` when set."""
+    if grad_clip is not None:
+        return torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    return grad_norm(module)
 
 
 def _count(y: torch.Tensor) -> int:

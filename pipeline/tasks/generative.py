@@ -29,7 +29,7 @@ from torch import nn
 
 from pipeline.config import TrainConfig
 from pipeline.registry import Options
-from pipeline.tasks.base import TASKS, Task, build_optimizer, grad_norm
+from pipeline.tasks.base import TASKS, Task, build_optimizer, clipped_grad_norm
 
 # --------------------------------------------------------------------------- Fréchet distance
 
@@ -229,10 +229,7 @@ class GANTask(Generative):
         g_loss = _bce(g_logits, 1.0)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
-        if cfg.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(gan.generator.parameters(), cfg.grad_clip)
-        else:
-            norm = grad_norm(gan.generator)
+        norm = clipped_grad_norm(gan.generator, cfg.grad_clip)
         opt_g.step()  # the discriminator's gradients from this pass are cleared before its next step
 
         w = torch.tensor(float(n), device=x.device)
