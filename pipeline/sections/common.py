@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline import honest_stats as hs
 from pipeline import tracking
 from pipeline.config import TrialConfig
 from pipeline.runs import Run, by_variant, ok_runs, unflatten
 from pipeline.sections.base import Context
-from pipeline.stats import compare, describe_finding, summarize
+from pipeline.stats import summarize
 from pipeline.train import evaluate
 from pipeline.trained import Trained
 
@@ -103,20 +104,42 @@ def ranked_variants(ctx: Context) -> list[str]:
 
 
 def comparison(groups: dict[str, list[float]], metric: str, mode: str) -> tuple[str, dict[str, Any]]:
-    """A generated sentence ranking the variants on `metric`, and the table behind it."""
+    """A generated sentence ranking the variants on `metric`, and the table behind it. Pairs are tested as the
+    report's headline is (Welch's t-test, Holm-adjusted over every pair), so a section never calls a difference
+    significant that the headline would not."""
     if not groups:
         return f"No finished run reported {metric}.", {}
-    comps = compare(groups, mode)
+    sign = 1 if mode == "max" else -1
+    means = {v: sum(x) / len(x) for v, x in groups.items()}
+    order = sorted(groups, key=lambda v: (-sign * means[v], v))
+    best = order[0]
+    tests = {frozenset((t.a, t.b)): t for t in hs.holm_all_pairs(groups)} if len(groups) > 1 else {}
     table = {
-        c.variant: {
-            **summarize(groups[c.variant]).as_dict(),
-            "values": groups[c.variant],
-            "rank": c.rank,
-            "p_vs_best": c.p_value,
+        v: {
+            **summarize(groups[v]).as_dict(),
+            "values": groups[v],
+            "rank": rank,
+            "p_vs_best": None if v == best else tests[frozenset((v, best))].p_value,
         }
-        for c in comps
+        for rank, v in enumerate(order, start=1)
     }
-    return describe_finding(comps, metric, mode), table
+    head = f"On {metric}, {best} ranks first ({ms(stat(groups[best]))}, n={len(groups[best])})"
+    if len(order) == 1:
+        return head + "; there is nothing to compare it with.", table
+    beaten = [v for v in order[1:] if tests[frozenset((v, best))].significant]
+    tied = [v for v in order[1:] if v not in beaten]
+    clauses = []
+    if beaten:
+        ps = [f"{v} (Holm-adjusted {fmt_p(tests[frozenset((v, best))].p_value)})" for v in beaten]
+        clauses.append(f"it is significantly {'higher' if mode == 'max' else 'lower'} than {join(ps)}")
+    if tied:
+        clauses.append(f"it cannot be told apart from {join(tied)} with these seeds")
+    method = next(iter(tests.values())).method
+    return f"{head}; {'; '.join(clauses)} ({method}).", table
+
+
+def fmt_p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
 def bar_stats(groups: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
