@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,3 +80,46 @@ def prepared_dir(tmp_path_factory) -> Path:
     prepare("digits", {}, ctx, out)
     prepare("synthetic", {}, ctx, out)
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_process(
+    args: list[str], *, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> Iterator[str]:
+    """`mlflow ARGS --host 127.0.0.1 --port P --workers 1` (`server` or `ui`): yields its URL once /health answers,
+    and stops its whole process group at the end (SIGKILL if SIGTERM is not enough)."""
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(mlflow), *args, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"mlflow {args[0]} did not start") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a worker that ignores SIGTERM must not outlive the test
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

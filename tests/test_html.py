@@ -240,7 +240,7 @@ def page_width(page: Path, width: int = 1400, height: int = 900) -> dict:
         return driver.execute_script(WIDTH_SCRIPT)
 
 
-def _browser_missing() -> str | None:
+def browser_missing() -> str | None:
     import importlib.util
 
     if not CHROMIUM or not CHROMEDRIVER:
@@ -250,7 +250,7 @@ def _browser_missing() -> str | None:
     return None
 
 
-browser = pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))
+browser = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,12 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
+from tests.conftest import REPO, TINY_SPEC, free_port, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 BOUND_S = 60  # a lost service ends the stage within this (pipeline.sweep: 20 s of silence, then the ending)
 MARKER = "SWEEP_COMPLETED"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -232,7 +225,7 @@ class MlflowServer:
     """`mlflow server` on 127.0.0.1 over a SQLite store in `folder`; killed and restarted on the same port."""
 
     def __init__(self, folder: Path):
-        self.folder, self.port = folder, _free_port()
+        self.folder, self.port = folder, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -301,8 +294,8 @@ def test_lost_tracking_server_ends_the_sweep_and_the_next_run_closes_its_runs(tm
 def ray_head(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`ray start --head` with its own temp dir (and so its own ray_current_cluster file), token auth as on a cluster.
     Its processes are found by that temp dir and killed by pid at the end: `ray stop` would stop every runtime here."""
-    temp = Path(f"/tmp/ri{os.getpid()}_{_free_port()}")  # short: Ray's socket paths have a length limit
-    port = _free_port()
+    temp = Path(f"/tmp/ri{os.getpid()}_{free_port()}")  # short: Ray's socket paths have a length limit
+    port = free_port()
     try:
         subprocess.run(
             [

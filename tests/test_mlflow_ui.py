@@ -10,29 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_SPEC, write_params, write_spec
-from tests.test_html import CHROMIUM, _browser_missing
+from tests.conftest import TINY_SPEC, mlflow_process, write_params, write_spec
+from tests.test_html import CHROMIUM, browser_missing
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))]
 BIN = Path(sys.executable).parent
 CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,44 +48,10 @@ def swept(tmp_path_factory, prepared_dir, ray_local):
 def ui(swept):
     """`mlflow ui` on 127.0.0.1 over the sweep's store, stopped at the end."""
     folder, summary = swept
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "ui",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            summary["tracking_uri"],
-        ],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mlflow ui did not start") from None
-                time.sleep(0.5)
+    with mlflow_process(
+        ["ui", "--backend-store-uri", summary["tracking_uri"]], env=dict(os.environ), cwd=folder
+    ) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # a worker that ignores SIGTERM must not outlive the test
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from torch import nn
 from pipeline import preflight as pf
 from pipeline.config import TrainConfig
 from pipeline.datainfo import DataInfo
-from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
+from tests.conftest import REPO, TINY_SPEC, free_port, mlflow_process, write_params, write_spec
 
 BIN = Path(sys.executable).parent
 
@@ -410,12 +409,6 @@ def test_task_metrics_are_what_each_task_reports() -> None:
 # --------------------------------------------------------------------------- 4. services (local)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_typoed_sqlite_folder_is_refused_not_created(tmp_path, monkeypatch, capsys) -> None:
     make_project(tmp_path, **{"mlflow.tracking_uri": f"sqlite:///{tmp_path}/typo/mlflow.db"})
     assert refused(tmp_path, monkeypatch, capsys) == (
@@ -462,7 +455,7 @@ def test_an_unknown_tracking_scheme_is_refused(tmp_path, monkeypatch, capsys) ->
 
 
 def test_a_dead_tracking_server_is_refused_at_once(tmp_path, monkeypatch, capsys) -> None:
-    port = _free_port()
+    port = free_port()
     make_project(tmp_path, **{"mlflow.tracking_uri": f"http://127.0.0.1:{port}"})
     t0 = time.monotonic()
     line = refused(tmp_path, monkeypatch, capsys)
@@ -572,27 +565,14 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory) -> Iterator[str]:
     store = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    cmd += ["--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")]
-    proc = subprocess.Popen(
-        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(0.5)
+    store_args = [
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(store / "art"),
+    ]
+    with mlflow_process(["server", *store_args], env=_env(), timeout=180) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -647,7 +627,7 @@ def two_nodes(tmp_path_factory) -> Iterator[dict]:
     )
     copy = base / "copy"
     shutil.copytree(project, copy)
-    port = _free_port()
+    port = free_port()
     temp = Path(f"/tmp/rp{os.getpid()}_{port}")  # short: Ray's socket paths have a length limit
     env = _env(RAY_AUTH_MODE="token")
     address = f"127.0.0.1:{port}"

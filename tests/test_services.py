@@ -5,27 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
+from tests.conftest import REPO, TINY_SPEC, free_port, mlflow_process, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -41,8 +32,8 @@ def ray_cluster(tmp_path):
 
     Its processes are found by their private temp dir and killed at the end: `ray stop` would also stop
     every other Ray runtime on the machine."""
-    temp = Path(f"/tmp/rc{os.getpid()}_{_free_port()}")  # short: Ray's socket paths have a length limit
-    port = _free_port()
+    temp = Path(f"/tmp/rc{os.getpid()}_{free_port()}")  # short: Ray's socket paths have a length limit
+    port = free_port()
     env = _clean_env(RAY_AUTH_MODE="token")
     common = ["--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats"]
     try:
@@ -105,44 +96,16 @@ def test_study_on_a_two_node_cluster_places_trials_on_both(tmp_path, prepared_di
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
     store = tmp_path / "server"
     store.mkdir()
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "art"),
-        ],
-        env=_clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(0.5)
+    store_args = [
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(store / "art"),
+    ]
+    with mlflow_process(["server", *store_args], env=_clean_env()) as url:
         yield url, store
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_study_logs_through_an_mlflow_server(tmp_path, prepared_dir, mlflow_server, ray_local, monkeypatch):
@@ -208,7 +171,6 @@ def test_ray_session_shares_one_runtime_and_stops_it(tmp_path):
 @pytest.fixture
 def auth_server(tmp_path):
     """`mlflow server --app-name basic-auth` on 127.0.0.1 (the cluster recipe's server), admin password set."""
-    port = _free_port()
     store = tmp_path / "auth-server"
     store.mkdir()
     ini = store / "basic_auth.ini"
@@ -222,47 +184,14 @@ def auth_server(tmp_path):
         MLFLOW_AUTH_ADMIN_PASSWORD="s3cret-admin",
         MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-csrf-key",  # the auth app refuses to start without one
     )
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--app-name",
-            "basic-auth",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "art"),
-        ],
-        env=env,
-        cwd=store,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("mlflow server (basic-auth) did not start") from None
-                time.sleep(0.5)
+    store_args = [
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(store / "art"),
+    ]
+    with mlflow_process(["server", "--app-name", "basic-auth", *store_args], env=env, cwd=store) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_a_server_behind_basic_auth_is_refused_without_credentials_and_used_with_them(
