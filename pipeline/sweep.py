@@ -43,7 +43,15 @@ from pipeline.data import Splits, load_prepared
 from pipeline.paths import project_root
 from pipeline.progress import TrialProgress
 from pipeline.ray_session import start_local_runtime
-from pipeline.trial import CHECKPOINT_FILE, Runtime, fill_history_gaps, load_checkpoint, run_worker, trial_config
+from pipeline.trial import (
+    CHECKPOINT_FILE,
+    Runtime,
+    fill_history_gaps,
+    load_checkpoint,
+    run_worker,
+    trial_config,
+    trial_key,
+)
 
 COMPLETED_MARKER = "SWEEP_COMPLETED"
 
@@ -71,9 +79,11 @@ def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     cfg, variant, _ = trial_config(runtime, config)
-    done = tracking.completed_run(runtime.tracking_uri, runtime.experiment_id, trial_id, runtime.sweep_id)
+    key = trial_key(runtime, cfg, trial_id)
+    done = tracking.completed_run(runtime.tracking_uri, runtime.experiment_id, key, runtime.sweep_id)
     if done is not None:
-        # The driver died after this trial closed its run but before Tune saved that: keep the run as it is.
+        # The driver died after this trial closed its run but before Tune saved that (or Tune could not restore
+        # its saved state and started the sweep over): keep the run as it is.
         tune.report({k: v for k, v in done.data.metrics.items() if "/" not in k})
         return
     if runtime.workers_per_trial > 1:
@@ -166,6 +176,18 @@ def saved_trials(tune_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
         out.append((trial, runtime))
     return out
+
+
+def _why_not_restorable(tune_dir: Path) -> str | None:
+    """Why Tune's saved state of a sweep cannot be restored, or None. Tune's restore needs one saved trial (its
+    first save lists none, and it saves at most every 10 s, so a driver killed early leaves that) and fails on an
+    unreadable state; either way Tune would log a traceback and start the sweep over with an empty config."""
+    try:
+        if not saved_trials(tune_dir):
+            return "its saved state lists no trial"
+    except (ValueError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        return f"its saved state cannot be read: {type(e).__name__}: {e}"
+    return None
 
 
 def unfinished_trials(tune_dir: Path) -> list[str]:
@@ -596,10 +618,34 @@ _RUNNING: _Running | None = None  # the sweep this process runs now (signal hand
 def _running(guard: SweepGuard, runtime: Runtime) -> Iterator[None]:
     global _RUNNING
     _RUNNING = _Running(guard, runtime)
+    tune_log = logging.getLogger("ray.tune.execution.tune_controller")
+    fallback = _RestoreFallback(runtime.study.name)
+    tune_log.addFilter(fallback)
     try:
         yield
     finally:
+        tune_log.removeFilter(fallback)
         _RUNNING = None
+
+
+class _RestoreFallback(logging.Filter):
+    """Says on one line what it means when Tune could not restore a sweep's saved state: Tune logs a traceback and
+    starts the sweep over from its param_space, with new trial ids (trial_key finds their runs again)."""
+
+    def __init__(self, study_name: str):
+        super().__init__()
+        self.study_name = study_name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to restore the run state"):
+            error = record.exc_info[1] if record.exc_info else None
+            why = f" ({type(error).__name__}: {error})" if error is not None else ""
+            print(
+                f"[{self.study_name}] Tune could not restore the sweep's saved state{why}; it starts the trials again "
+                "(the runs of those that finished are kept, the others train again from epoch 1)",
+                file=sys.stderr,
+            )
+        return True
 
 
 class SweepCallback(Callback):
@@ -769,9 +815,24 @@ def _tuner(
     study = sw.study
     if resume and tune.Tuner.can_restore(str(sw.tune_dir)):
         print(f"[{study.name}] resuming sweep {sw.sid} from {sw.tune_dir}", file=sys.stderr)
-        for line in repair_missing_checkpoints(sw.tune_dir):
-            print(f"[{study.name}] {line}", file=sys.stderr)
-        return tune.Tuner.restore(str(sw.tune_dir), trainable, resume_unfinished=True, resume_errored=True)
+        why_not = _why_not_restorable(sw.tune_dir)
+        if why_not is None:
+            for line in repair_missing_checkpoints(sw.tune_dir):
+                print(f"[{study.name}] {line}", file=sys.stderr)
+            # The same param_space again: if Tune cannot restore its state it starts the sweep over from this
+            # space (logging "Failed to restore the run state"), and the trials find their runs by trial_key.
+            return tune.Tuner.restore(
+                str(sw.tune_dir),
+                trainable,
+                param_space=_param_space(study),
+                resume_unfinished=True,
+                resume_errored=True,
+            )
+        print(
+            f"[{study.name}] Tune cannot restore sweep {sw.sid} ({why_not}); starting its trials again "
+            "(the runs of those that finished are kept, the others train again from epoch 1)",
+            file=sys.stderr,
+        )
     return tune.Tuner(
         trainable,
         param_space=_param_space(study),

@@ -220,12 +220,12 @@ def start_or_resume_run(
     return c.create_run(experiment_id, tags={**tags, **match}, run_name=run_name).info.run_id
 
 
-def completed_run(uri: str, experiment_id: str, trial_id: str, sweep_id: str):
+def completed_run(uri: str, experiment_id: str, trial_key: str, sweep_id: str):
     """The trial's run if it already ran to the end (closed by the trial itself, with an outcome)."""
     runs = find_runs(
         uri,
         experiment_id,
-        f"tags.ray_trial_id = '{trial_id}' and tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'",
+        f"tags.trial_key = '{trial_key}' and tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'",
     )
     return next((r for r in runs if "outcome" in r.data.tags), None)
 

@@ -6,6 +6,8 @@ Train; only the `report` and `get_checkpoint` functions handed to it differ.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import tempfile
 from collections.abc import Callable
@@ -89,6 +91,19 @@ def epochs_to_target(history: list[dict[str, float]], metric: str, value: float,
     return None
 
 
+def trial_key(runtime: Runtime, cfg: TrialConfig, trial_id: str) -> str:
+    """What names a trial's MLflow run within its sweep (its `trial_key` tag).
+
+    In a grid sweep, the trial's resolved configuration (its point of the grid and its seed): the same trial has
+    the same key whatever Tune calls it, so a sweep whose Tune state could not be restored, and that Tune therefore
+    starts over with new trial ids, still finds the runs its finished trials closed and the runs its unfinished
+    ones began. A sampled search may suggest one point twice, so there each Tune trial keeps its own run."""
+    if runtime.study.spec.search.algorithm != "grid":
+        return trial_id
+    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run_worker(
     cfg: TrialConfig,
     variant: str,
@@ -121,9 +136,10 @@ def run_worker(
                 "variant": variant,
                 "seed": str(cfg.seed),
                 "workers": str(world),
+                "ray_trial_id": trial_id,  # Tune's name for the latest attempt
                 **(tags or {}),
             },
-            match={"ray_trial_id": trial_id, "sweep_id": runtime.sweep_id},
+            match={"trial_key": trial_key(runtime, cfg, trial_id), "sweep_id": runtime.sweep_id},
         )
         # A run closed when its sweep stopped early (driver_interrupted, service_lost, stale_driver) runs again.
         tracking.delete_tag_if_set(runtime.tracking_uri, run_id, "end_reason")

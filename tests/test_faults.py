@@ -82,7 +82,12 @@ def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir
     assert Counter(steps)[1] == 1  # continued from a checkpoint, not restarted from epoch 1
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepared_dir):
+@pytest.mark.parametrize("state", ["as_saved", "without_trials", "unreadable", "invalid"])
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepared_dir, state):
+    """The same command after a SIGKILL finishes the sweep, whatever Tune's saved state holds: Tune saves it at most
+    every 10 s, so a driver killed early leaves the state of Tune's first save, which lists no trial and which
+    Tune cannot restore (CI met it). Such a state, or an unreadable one, starts the trials again; one Tune itself
+    fails to restore makes Tune start the sweep over with new trial ids. Finished trials keep their runs."""
     spec = {
         **TINY_SPEC,
         "search": {"space": {"model.activation": ["relu", "tanh", "sigmoid", "leaky_relu"]}},
@@ -104,11 +109,14 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepa
         str(tmp_path / "results"),
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    first_log = tmp_path / "first_driver.log"
+    with first_log.open("w") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def one_finished_one_running():
+        assert proc.poll() is None, f"the first driver ended on its own: {first_log.read_text()[-3000:]}"
         try:
             runs = _child_runs(uri)
         except Exception:
@@ -116,17 +124,38 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepa
         statuses = Counter(r.info.status for r in runs)
         return runs if statuses["FINISHED"] >= 1 and statuses["RUNNING"] >= 1 else None
 
-    before = _wait_for(one_finished_one_running)
+    try:
+        before = _wait_for(one_finished_one_running)
+    except TimeoutError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise TimeoutError(f"no trial finished while another ran: {first_log.read_text()[-3000:]}") from None
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: Ray's own processes share its fate
     proc.wait()
     finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
     time.sleep(2)
+    (saved,) = sorted((tmp_path / "ray_results").glob("s-*/experiment_state-*.json"))[-1:]
+    experiment = json.loads(saved.read_text())
+    if state == "without_trials":
+        experiment["trial_data"] = []
+    elif state == "unreadable":
+        experiment["trial_data"][0][0] = "{not json"
+    elif state == "invalid":  # readable, but not a trial: Tune's own restore fails and starts the sweep over
+        experiment["trial_data"][0][0] = "{}"
+    saved.write_text(json.dumps(experiment))
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming sweep" in again.stderr
+    expected_line = {
+        "as_saved": None,
+        "without_trials": "its saved state lists no trial",
+        "unreadable": "its saved state cannot be read",
+        "invalid": "Tune could not restore the sweep's saved state",
+    }[state]
+    assert expected_line is None or expected_line in again.stderr, again.stderr[-3000:]
     runs = _child_runs(uri)
-    assert Counter(r.data.tags["variant"] for r in runs) == {"relu": 1, "tanh": 1, "sigmoid": 1, "leaky_relu": 1}
+    variants = Counter(r.data.tags["variant"] for r in runs)
+    assert variants == {"relu": 1, "tanh": 1, "sigmoid": 1, "leaky_relu": 1}, again.stderr[-3000:]
     assert {r.info.status for r in runs} == {"FINISHED"}
     for r in runs:
         if r.info.run_id in finished_before:  # kept, not re-run

@@ -4,6 +4,7 @@ unsafe is ever deserialized, tampered data is refused, and a logged run can be r
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import shutil
@@ -16,14 +17,14 @@ import yaml
 from mlflow import MlflowClient
 
 from pipeline import tracking
-from pipeline.config import TrainConfig, load_params, load_study
+from pipeline.config import Study, TrainConfig, load_params, load_study
 from pipeline.data import load_prepared, prepare
 from pipeline.data.base import LoadContext
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 from pipeline.tasks import task_for
 from pipeline.train import fit
-from pipeline.trial import Runtime, run_worker, trial_config
+from pipeline.trial import Runtime, run_worker, trial_config, trial_key
 from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
 
 
@@ -92,7 +93,9 @@ def test_run_worker_twice_logs_identical_metrics(tmp_path, prepared_dir):
     runs = {}
     for trial_id, seed in (("a", 0), ("b", 0), ("c", 1)):
         cfg, variant, _ = trial_config(rt, {"seed": seed})
-        run_worker(cfg, variant, rt, data, trial_id, lambda m, d: None, lambda: None, torch.device("cpu"))
+        # One sweep runs a configuration once (its trial_key names its run): each trial here is its own sweep.
+        sweep = dataclasses.replace(rt, sweep_id=f"trust-{trial_id}")
+        run_worker(cfg, variant, sweep, data, trial_id, lambda m, d: None, lambda: None, torch.device("cpu"))
         (run,) = tracking.find_runs(rt.tracking_uri, rt.experiment_id, f"tags.ray_trial_id = '{trial_id}'")
         runs[trial_id] = _logged(rt.tracking_uri, run.info.run_id)
     assert {"train_loss", "val_accuracy", "test_accuracy", "best_val_accuracy"} <= set(runs["a"])
@@ -376,3 +379,20 @@ def test_restore_recreates_a_checkpoint_deleted_before_tune_saved_its_state(tmp_
 def _mkdir(path):
     path.mkdir(parents=True)
     return path
+
+
+def test_a_grid_trial_names_its_run_by_its_configuration_not_by_tune(tmp_path):
+    """Tune starts a sweep it cannot restore over with new trial ids; the grid trial's key stays the same."""
+    rt = _runtime(tmp_path, {**TINY_SPEC, "search": {"space": {"model.activation": ["relu", "tanh"]}}})
+    key = {
+        (trial_id, act, seed): trial_key(rt, trial_config(rt, {"model.activation": act, "seed": seed})[0], trial_id)
+        for trial_id in ("a", "b")
+        for act in ("relu", "tanh")
+        for seed in (0, 1)
+    }
+    assert key["a", "relu", 0] == key["b", "relu", 0]
+    assert len({k for (trial_id, *_), k in key.items() if trial_id == "a"}) == 4
+    spec = rt.study.spec.model_copy(update={"search": rt.study.spec.search.model_copy(update={"algorithm": "random"})})
+    sampled = dataclasses.replace(rt, study=Study(rt.study.name, rt.study.path, spec, rt.study.params))
+    cfg = trial_config(sampled, {"model.activation": "relu", "seed": 0})[0]
+    assert trial_key(sampled, cfg, "a") == "a"  # a sampled search may suggest one point twice
