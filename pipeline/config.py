@@ -149,7 +149,8 @@ class Claim(Strict):
       better   a beats b on `metric` (its direction from `direction`, else the metric's own);
       ratio    mean(a) / mean(b) on `metric` equals `value` within `tolerance` (relative);
       extreme  a has the highest (`direction: max`) or lowest `metric` of all variants;
-      chance   a stays at chance level (the task's trivial predictor) on the headline metric;
+      chance   a stays at chance level (the task's trivial predictor) on the headline metric, or within noise of
+               `value` on either side when the claim states the chance level (a discriminator's 0.5);
       trains   a gets clearly above chance on the headline metric;
       no_gain  a is not better than b on `metric` by more than `margin`.
     metric     a run metric (its final value, `pipeline.runs.final`), or `<section>.<quantity>` for a per-seed value

@@ -517,6 +517,28 @@ def detectable_difference(
     return hi
 
 
+def seeds_needed(
+    std_a: float, std_b: float, difference: float, alpha: float = 0.05, power: float = 0.8, *, most: int = 64
+) -> int | None:
+    """Seeds per variant (equal on both sides) at which a two-sided Welch t-test at `alpha` detects a true
+    difference of `difference` with probability `power`, taking the observed stds as the true ones
+    (`detectable_difference`, which it inverts; as optimistic as it is when the stds come from 2-3 seeds).
+    None when more than `most` would be needed or no test is defined (no spread on either side, no difference)."""
+    if not math.isfinite(difference) or difference == 0 or std_a < 0 or std_b < 0 or std_a == std_b == 0:
+        return None
+
+    def detects(n: int) -> bool:
+        return detectable_difference(std_a, std_b, n, n, alpha, power) <= abs(difference)
+
+    if not detects(most):
+        return None
+    lo, hi = 1, most  # detects(hi); lo = 1 has no test
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if detects(mid) else (mid, hi)
+    return hi
+
+
 # --- 7. validity checks ------------------------------------------------------------------------------------
 
 

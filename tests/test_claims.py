@@ -98,6 +98,8 @@ def test_better_confirmed_contradicted_inconclusive():
     assert got["verdict"] == "inconclusive"
     assert "not significant" in got["reason"] and "could not have been detected" in got["reason"]
     assert "with ≤ 3 seeds, seed variance is poorly known" in got["reason"]
+    # what it would take: 0.01 apart at std 0.02 needs far more seeds than 3
+    assert "telling apart a difference of 0.01 would take " in got["reason"], got["reason"]
 
 
 def test_better_needs_valid_runs():
@@ -155,6 +157,23 @@ def test_better_on_epochs_to_target_is_censored():
     three = make_runs({"a": HIGH, "b": LOW}, reached={"a": fast[:3], "b": never[:3]})
     got = one(three, claim)
     assert got["verdict"] == "inconclusive" and "needs ≥ 4 seeds per group" in got["reason"]
+
+
+def test_epochs_to_target_claims_share_a_bonferroni_level():
+    """p=0.04 confirms one such claim at 0.05; two claims test at 0.025 each, and the reason names that level."""
+    sooner, later = [2, 2, 2, 3, 4], [3, 4, 5, None, None]
+    five_high, five_low = HIGH + HIGH[:2], LOW + LOW[:2]
+    runs = make_runs(
+        {"a": five_high, "b": five_low, "c": five_high, "d": five_low},
+        reached={"a": sooner, "b": later, "c": sooner, "d": later},
+    )
+    ab = {"claim": "ab", "kind": "better", "a": "a", "b": "b", "metric": "epochs_to_target"}
+    (alone,) = verdicts(runs, [ab])
+    assert alone["verdict"] == "confirmed" and "(p=0.04," in alone["reason"]
+    first, _ = verdicts(runs, [ab, {**ab, "claim": "cd", "a": "c", "b": "d"}])
+    assert first["verdict"] == "inconclusive"
+    assert "not significantly different at the level 0.025 (Bonferroni over 2 epochs-to-target" in first["reason"]
+    assert "(p=0.04," in first["reason"]
 
 
 def test_unknown_variant_or_direction_is_inconclusive():
@@ -218,6 +237,24 @@ def test_chance_and_trains():
     assert unknown["verdict"] == "inconclusive" and "chance level unknown" in unknown["reason"]
     nodef = one(runs, {"kind": "chance", "a": "relu", "metric": "test_loss"})
     assert nodef["verdict"] == "inconclusive"
+
+
+def test_chance_at_a_stated_level_is_two_sided():
+    """A GAN discriminator's accuracy: the claim states chance (0.5); 0.69 ± 0.06 is not near it, 0.5 ± 0.02 is,
+    and so is 0.48 (below chance is not 'worse' here: the claim is about being near it)."""
+    finals = {
+        "won": [0.65, 0.66, 0.75],
+        "balanced": [0.48, 0.50, 0.52],
+        "fooled": [0.46, 0.48, 0.50],
+    }
+    runs = make_runs({v: HIGH for v in finals}, finals={v: {"test_d_accuracy": 0.0} for v in finals})
+    for r in runs:
+        r["final"]["test_d_accuracy"] = finals[r["tags"]["variant"]][int(r["tags"]["seed"])]
+    claim = {"kind": "chance", "metric": "test_d_accuracy", "value": 0.5}
+    won = one(runs, {**claim, "a": "won"})
+    assert won["verdict"] == "contradicted" and "not within" in won["reason"], won["reason"]
+    assert one(runs, {**claim, "a": "balanced"})["verdict"] == "confirmed"
+    assert one(runs, {**claim, "a": "fooled"})["verdict"] == "confirmed"
 
 
 # --------------------------------------------------------------------------- no_gain

@@ -203,3 +203,33 @@ def test_metrics_read_in_a_terminal(done_repo):
     (metrics,) = ws["data"].values()
     flat = metrics["data"]
     assert 0 < len(flat) <= 8 and all(isinstance(v, int | float) for v in flat.values()), flat
+
+
+def test_pipeline_run_with_a_profile_is_a_dvc_experiment(done_repo):
+    """`pipeline run STUDY --profile P` runs `dvc exp run -S profile=P`: the run is listed by `dvc exp show` with
+    its profile and its study's metrics. Last in this module: it leaves the workspace on that profile, as DVC does."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "logistic", "--profile", "default"],
+        cwd=done_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    shown = _dvc(done_repo, "exp", "show", "--json")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    experiments = [
+        exp["revs"][0]["data"]
+        for baseline in json.loads(shown.stdout)
+        for exp in baseline.get("experiments") or []
+        if exp.get("revs")
+    ]
+    profiles = [e["params"]["params.yaml"]["data"]["profile"] for e in experiments]
+    assert "default" in profiles, shown.stdout[-3000:]
+    (ours,) = [e for e in experiments if e["params"]["params.yaml"]["data"]["profile"] == "default"]
+    metrics = ours["metrics"]["reports/logistic/metrics.json"]["data"]
+    assert metrics["runs"] > 0 and metrics["runs_failed"] == 0

@@ -18,6 +18,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
+from pipeline import honest_stats as hs
 from pipeline.honest_stats import (
     FEW_SEEDS,
     NO_SPREAD,
@@ -486,3 +487,23 @@ def test_at_chance_at_ceiling_diverged_underpowered():
     assert underpowered(0.035, 0.01).flagged
     assert not underpowered(0.035, -0.05).flagged
     assert underpowered(math.nan, 0.5).flagged
+
+
+def test_seeds_needed_inverts_the_detectable_difference():
+    n = hs.seeds_needed(0.01, 0.012, 0.0083, alpha=0.025)
+    assert n is not None and 20 < n < 50  # the normal approximation says 34
+    assert (
+        hs.detectable_difference(0.01, 0.012, n, n, 0.025)
+        <= 0.0083
+        < hs.detectable_difference(0.01, 0.012, n - 1, n - 1, 0.025)
+    )
+    assert hs.seeds_needed(0.01, 0.012, -0.0083, alpha=0.025) == n  # either direction
+    assert hs.seeds_needed(0.05, 0.05, 0.0001) is None  # beyond 64 seeds
+    assert hs.seeds_needed(0.0, 0.0, 0.1) is None and hs.seeds_needed(0.01, 0.01, 0.0) is None
+    # at that many seeds, Welch's test finds a true difference of that size about 80% of the time
+    gen = np.random.default_rng(1)
+    hits = [
+        stats.ttest_ind(gen.normal(0.0083, 0.01, n), gen.normal(0, 0.012, n), equal_var=False).pvalue < 0.025
+        for _ in range(2000)
+    ]
+    assert 0.76 < np.mean(hits) < 0.86

@@ -227,6 +227,14 @@ def detectable_text(det: float, bounds: Sequence[float | None] | None) -> str:
     return f"a difference below {fmt(det)} could not have been detected"
 
 
+def needed_text(n: int | None, difference: float) -> str:
+    """What it would take to tell the two apart: seeds per variant for the observed difference (power 0.8)."""
+    size = fmt(abs(difference))
+    if n is None:
+        return f"telling apart a difference of {size} would take more than 64 seeds per variant at this seed spread"
+    return f"telling apart a difference of {size} would take about {n} seeds per variant (power 0.8, this seed spread)"
+
+
 def named_p(name: str, pair: dict[str, Any]) -> str:
     """`relu (p=0.003)`: a variant with the Holm-adjusted p of its test."""
     return f"{name} ({fmt_p(pair['p_value'])})"
@@ -273,6 +281,8 @@ def pair_record(
         det = hs.detectable_difference(sa["std"], sb["std"], sa["n"], sb["n"], alpha=alpha / max(family, 1))
         rec["detectable_difference"] = None if math.isnan(det) else det
         rec["underpowered"] = hs.underpowered(det, t.difference).as_dict()
+        if not math.isnan(det):
+            rec["seeds_needed"] = hs.seeds_needed(sa["std"], sb["std"], t.difference, alpha=alpha / max(family, 1))
     return rec
 
 
@@ -543,6 +553,7 @@ def answer_sentences(analysis: dict[str, Any], stats: dict[str, dict[str, Any]],
             detail += f"; {p0['reason']}"
         elif det is not None:
             detail += "; " + detectable_text(det, analysis["bounds"])
+            detail += "; " + needed_text(p0.get("seeds_needed"), p0["difference"])
         text = f"{anchor} and {other(p0)} cannot be told apart with {n0} seed{'s' if n0 != 1 else ''} ({detail})"
         why = invalid_because({v: table[v]["validity"] for v in dict.fromkeys([anchor, other(p0)])})
         if why:

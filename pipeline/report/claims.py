@@ -43,10 +43,12 @@ from pipeline.report.analysis import (
     fmt_p,
     invalid_because,
     metric_direction,
+    needed_text,
     spread,
     summarize,
     target_data,
 )
+from pipeline.report.chance import Chance
 from pipeline.runs import Run
 
 CONFIRMED, CONTRADICTED, INCONCLUSIVE = "confirmed", "contradicted", "inconclusive"
@@ -223,10 +225,13 @@ def not_significant(t: Test, family: int, ctx: ClaimContext) -> str:
     text = f"not significant (Holm-adjusted {fmt_p(t.p_adjusted)} over {family} claim comparisons"
     if t.raw.reason:
         return text + f"; {t.raw.reason})"
-    det = hs.detectable_difference(spread(t.values_a), spread(t.values_b), na, nb, alpha=ctx.alpha / family)
+    sa, sb = spread(t.values_a), spread(t.values_b)
+    det = hs.detectable_difference(sa, sb, na, nb, alpha=ctx.alpha / family)
     text += ")"
     if not math.isnan(det):
         text += f"; with {na} vs {nb} seeds " + detectable_text(det, metric_bounds(t.metric))
+        needed = hs.seeds_needed(sa, sb, t.raw.difference, alpha=ctx.alpha / family)
+        text += "; " + needed_text(needed, t.raw.difference)
     if min(na, nb) <= 3:
         text += f"; {hs.FEW_SEEDS}"
     return text
@@ -316,10 +321,14 @@ def better_time(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
                 )
             )
         else:
+            level = f"{ctx.alpha / m:.3g}"
+            if m > 1:
+                level += f" (Bonferroni over {m} epochs-to-target claim comparisons)"
             out.append(
                 Outcome(
                     INCONCLUSIVE,
-                    f"{a} vs {b}: no detectable difference in epochs to target ({fmt_p(c.p_value)}, {c.method})",
+                    f"{a} vs {b}: epochs to target not significantly different at the level {level} "
+                    f"({fmt_p(c.p_value)}, {c.method})",
                     details,
                 )
             )
@@ -425,6 +434,19 @@ def chance_check(variant: str, metric: str, groups: dict[str, list[float]], ctx:
     return {**c.as_dict(), "chance": ch.level, "what": ch.what}
 
 
+def near_value(variant: str, metric: str, groups: dict[str, list[float]], level: float) -> dict[str, Any]:
+    """The at-chance check against a chance level the claim states (`value`, e.g. a discriminator's 0.5): the mean is
+    within the noise of it on either side. The noise is the analysis's: twice the seed std, and at least twice the
+    binomial standard error of a [0, 1] metric at that level on the test split's examples (else 1% of the level)."""
+    stat = summarize(groups[variant], metric)
+    noise = chance_noise(stat, Chance(level), metric)
+    gap = abs(stat["mean"] - level)
+    near = gap <= noise
+    where = "within" if near else "not within"
+    reason = f"{stat['mean']:.4g} is {where} {noise:.3g} of the claimed chance level {level:g} (off by {gap:.3g})"
+    return {"flagged": near, "reason": reason, "chance": level, "what": "the claim's chance level"}
+
+
 def chance_or_trains(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
     metric = ctx.metric(claim)
     groups, why = ctx.values(metric)
@@ -436,7 +458,7 @@ def chance_or_trains(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
         if a not in groups:
             out.append(Outcome(INCONCLUSIVE, f"no finished run of {a} logged {metric}"))
             continue
-        c = chance_check(a, metric, groups, ctx)
+        c = chance_check(a, metric, groups, ctx) if claim.value is None else near_value(a, metric, groups, claim.value)
         if c["flagged"] is None:
             out.append(Outcome(INCONCLUSIVE, f"{a}: {c['reason']}"))
             continue
