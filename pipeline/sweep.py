@@ -80,7 +80,7 @@ def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
     trial_id = tune.get_context().get_trial_id()
     cfg, variant, _ = trial_config(runtime, config)
     key = trial_key(runtime, cfg, trial_id)
-    done = tracking.completed_run(runtime.tracking_uri, runtime.experiment_id, key, runtime.sweep_id)
+    done = tracking.completed_run(runtime.tracking_uri, runtime.experiment_id, key, runtime.parent_run_id)
     if done is not None:
         # The driver died after this trial closed its run but before Tune saved that (or Tune could not restore
         # its saved state and started the sweep over): keep the run as it is.

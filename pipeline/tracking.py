@@ -220,12 +220,14 @@ def start_or_resume_run(
     return c.create_run(experiment_id, tags={**tags, **match}, run_name=run_name).info.run_id
 
 
-def completed_run(uri: str, experiment_id: str, trial_key: str, sweep_id: str):
-    """The trial's run if it already ran to the end (closed by the trial itself, with an outcome)."""
+def completed_run(uri: str, experiment_id: str, trial_key: str, parent_run_id: str):
+    """The trial's run under this run of its sweep (`parent_run_id`: a resumed sweep keeps its parent, a sweep run
+    again after it completed gets a new one) if it already ran to the end (closed by the trial, with an outcome)."""
     runs = find_runs(
         uri,
         experiment_id,
-        f"tags.trial_key = '{trial_key}' and tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'",
+        f"tags.trial_key = '{trial_key}' and tags.mlflow.parentRunId = '{parent_run_id}' "
+        "and attributes.status = 'FINISHED'",
     )
     return next((r for r in runs if "outcome" in r.data.tags), None)
 

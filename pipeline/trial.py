@@ -92,7 +92,7 @@ def epochs_to_target(history: list[dict[str, float]], metric: str, value: float,
 
 
 def trial_key(runtime: Runtime, cfg: TrialConfig, trial_id: str) -> str:
-    """What names a trial's MLflow run within its sweep (its `trial_key` tag).
+    """What names a trial's MLflow run within its sweep's parent run (its `trial_key` tag).
 
     In a grid sweep, the trial's resolved configuration (its point of the grid and its seed): the same trial has
     the same key whatever Tune calls it, so a sweep whose Tune state could not be restored, and that Tune therefore
@@ -139,7 +139,13 @@ def run_worker(
                 "ray_trial_id": trial_id,  # Tune's name for the latest attempt
                 **(tags or {}),
             },
-            match={"trial_key": trial_key(runtime, cfg, trial_id), "sweep_id": runtime.sweep_id},
+            # One run per trial of this run of the sweep: a resumed sweep keeps its parent run, a completed sweep
+            # run again (its code changed, say) gets a new parent and trains every trial again.
+            match={
+                "trial_key": trial_key(runtime, cfg, trial_id),
+                "sweep_id": runtime.sweep_id,
+                "mlflow.parentRunId": runtime.parent_run_id,
+            },
         )
         # A run closed when its sweep stopped early (driver_interrupted, service_lost, stale_driver) runs again.
         tracking.delete_tag_if_set(runtime.tracking_uri, run_id, "end_reason")
