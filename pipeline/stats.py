@@ -129,7 +129,11 @@ def compare(
     return out
 
 
-def _join(items: list[str]) -> str:
+def join(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c' ('' for none): the one list-in-a-sentence of every report text."""
+    items = list(items)
+    if not items:
+        return ""
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
@@ -178,16 +182,16 @@ def describe_finding(comparisons: list[Comparison], metric: str, mode: str, *, a
         if best.summary.n == 1:
             return f"{head}; with one seed for {best.variant} no difference from it can be tested."
         verb = "has" if len(untested) == 1 else "have"
-        return f"{head}; {_join(untested)} {verb} one seed, so no difference can be tested."
+        return f"{head}; {join(untested)} {verb} one seed, so no difference can be tested."
 
     clauses = []
     if better:
-        clauses.append(f"significantly better than {_join(better)}")
+        clauses.append(f"significantly better than {join(better)}")
     if same:
-        clauses.append(f"not distinguishable from {_join(same)}")
+        clauses.append(f"not distinguishable from {join(same)}")
     at = f" at alpha {alpha:g}" if alpha is not None else ""
     text = f"{head}; it is {', and '.join(clauses)}{at}."
     if untested:
         verb = "has" if len(untested) == 1 else "have"
-        text += f" {_join(untested)} {verb} a single seed and could not be tested."
+        text += f" {join(untested)} {verb} a single seed and could not be tested."
     return text

@@ -30,6 +30,7 @@ from pipeline.plots import metric_bounds
 from pipeline.report.chance import Chance
 from pipeline.report.markdown import format_number
 from pipeline.runs import Run
+from pipeline.stats import join
 
 ALPHA = 0.05
 # Per-run numbers summarized per variant when present (final values; train_seconds is derived).
@@ -238,13 +239,6 @@ def needed_text(n: int | None, difference: float) -> str:
 def named_p(name: str, pair: dict[str, Any]) -> str:
     """`relu (p=0.003)`: a variant with the Holm-adjusted p of its test."""
     return f"{name} ({fmt_p(pair['p_value'])})"
-
-
-def join(items: Sequence[str]) -> str:
-    items = list(items)
-    if not items:
-        return ""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def seeds_text(ns: Sequence[int]) -> str:

@@ -18,7 +18,7 @@ from pipeline import tracking
 from pipeline.config import TrialConfig
 from pipeline.runs import Run, by_variant, ok_runs, unflatten
 from pipeline.sections.base import Context
-from pipeline.stats import summarize
+from pipeline.stats import join, summarize
 from pipeline.train import evaluate
 from pipeline.trained import Trained
 
@@ -40,14 +40,6 @@ def ms(s: dict[str, Any], digits: int = 3) -> str:
     if s["n"] < 2:
         return f"{s['mean']:.{digits}f}"
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
-
-
-def join(items: Sequence[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    items = list(items)
-    if not items:
-        return ""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def verb(subjects: Sequence[str], singular: str) -> str:
