@@ -82,6 +82,27 @@ def prepared_dir(tmp_path_factory) -> Path:
     return out
 
 
+def study_stage(params: Path, study: Path | str, data: Path | str, out: Path | str) -> list[str]:
+    """The command of a study stage, as dvc.yaml runs it: `python stages/study.py --params --study --data --out`."""
+    return [
+        sys.executable,
+        str(REPO / "stages" / "study.py"),
+        *("--params", str(params), "--study", str(study)),
+        *("--data", str(data), "--out", str(out)),
+    ]
+
+
+def wait_for(predicate, timeout: float = 240, every: float = 0.3):
+    """The first truthy value of `predicate()`, polled every `every` seconds; TimeoutError after `timeout`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError("condition not reached")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

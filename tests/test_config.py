@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import yaml
 
 from pipeline.config import load_params, load_study
 from pipeline.errors import ConfigError
-from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
+from tests.conftest import REPO, TINY_SPEC, study_stage, write_params, write_spec
 
 
 def _study(tmp_path: Path, spec: dict, **params_over):
@@ -118,18 +117,7 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path, dotted, value,
     params_path = write_params(tmp_path)
     spec = write_spec(tmp_path, "s", _with(TINY_SPEC, dotted, value))
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "stages" / "study.py"),
-            "--params",
-            str(params_path),
-            "--study",
-            str(spec),
-            "--data",
-            str(tmp_path / "data"),
-            "--out",
-            str(tmp_path / "results"),
-        ],
+        study_stage(params_path, spec, tmp_path / "data", tmp_path / "results"),
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -143,18 +131,7 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path, dotted, value,
 def test_stage_missing_experiment_file_exits_2(tmp_path):
     params_path = write_params(tmp_path)
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "stages" / "study.py"),
-            "--params",
-            str(params_path),
-            "--study",
-            str(tmp_path / "missing.yaml"),
-            "--data",
-            "d",
-            "--out",
-            "o",
-        ],
+        study_stage(params_path, tmp_path / "missing.yaml", "d", "o"),
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -16,7 +15,7 @@ from mlflow import MlflowClient
 
 from pipeline.config import load_params, load_study
 from pipeline.sweep import run_study
-from tests.conftest import REPO, TINY_SPEC, write_params, write_spec
+from tests.conftest import TINY_SPEC, study_stage, wait_for, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +39,6 @@ def _epoch_steps(uri, run_id):
     return [m.step for m in MlflowClient(uri).get_metric_history(run_id, "epoch")]
 
 
-def _wait_for(predicate, timeout=240, every=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError("condition not reached")
-
-
 def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir, ray_local):
     spec = {
         **TINY_SPEC,
@@ -70,7 +59,7 @@ def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir
             return None
         return next((r for r in runs if r.data.metrics.get("epoch", 0) >= 5 and "pid" in r.data.tags), None)
 
-    victim = _wait_for(running_at_epoch_5)
+    victim = wait_for(running_at_epoch_5)
     os.kill(int(victim.data.tags["pid"]), signal.SIGKILL)
     t.join(timeout=600)
     assert out and out["errors"] == 0
@@ -96,18 +85,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepa
     }
     _, params_path, spec_path = _study(tmp_path, spec, **{"ray.num_cpus": 1})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [
-        sys.executable,
-        str(REPO / "stages" / "study.py"),
-        "--params",
-        str(params_path),
-        "--study",
-        str(spec_path),
-        "--data",
-        str(prepared_dir),
-        "--out",
-        str(tmp_path / "results"),
-    ]
+    cmd = study_stage(params_path, spec_path, prepared_dir, tmp_path / "results")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     first_log = tmp_path / "first_driver.log"
     with first_log.open("w") as log:
@@ -125,7 +103,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepa
         return runs if statuses["FINISHED"] >= 1 and statuses["RUNNING"] >= 1 else None
 
     try:
-        before = _wait_for(one_finished_one_running)
+        before = wait_for(one_finished_one_running)
     except TimeoutError:
         os.killpg(proc.pid, signal.SIGKILL)
         raise TimeoutError(f"no trial finished while another ran: {first_log.read_text()[-3000:]}") from None

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, TINY_SPEC, free_port, write_params, write_spec
+from tests.conftest import TINY_SPEC, free_port, study_stage, wait_for, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -38,13 +38,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _wait_for(predicate: Callable[[], Any], timeout: float = 300, every: float = 0.5) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError("condition not reached")
+    return wait_for(predicate, timeout, every)
 
 
 class Stage:
@@ -54,12 +48,7 @@ class Stage:
         self.folder, self.env = folder, env
         params = write_params(folder, studies=["s"], **{"profiles.tiny": {"seeds": 1}, "ray.num_cpus": 2})
         spec = {**TINY_SPEC, "model": {"name": "mlp", "hidden": [128, 128]}, "train": {"epochs": epochs, "lr": 0.05}}
-        self.cmd = [
-            sys.executable,
-            str(REPO / "stages" / "study.py"),
-            *("--params", str(params), "--study", str(write_spec(folder, "s", spec))),
-            *("--data", str(prepared), "--out", str(folder / "results")),
-        ]
+        self.cmd = study_stage(params, write_spec(folder, "s", spec), prepared, folder / "results")
         self.proc: subprocess.Popen | None = None
         self.seen: dict[int, psutil.Process] = {}  # the stage's processes (its own Ray runtime included)
         self.runs = 0

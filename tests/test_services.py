@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, TINY_SPEC, free_port, mlflow_process, write_params, write_spec
+from tests.conftest import REPO, TINY_SPEC, free_port, mlflow_process, study_stage, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -70,18 +70,7 @@ def test_study_on_a_two_node_cluster_places_trials_on_both(tmp_path, prepared_di
     params = write_params(tmp_path, **{"profiles.tiny": {"seeds": 2, "train": {"epochs": 3}}})
     spec = write_spec(tmp_path, "s", {**TINY_SPEC, "model": {"name": "mlp", "hidden": [128, 128]}})
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "stages" / "study.py"),
-            "--params",
-            str(params),
-            "--study",
-            str(spec),
-            "--data",
-            str(prepared_dir),
-            "--out",
-            str(tmp_path / "results"),
-        ],
+        study_stage(params, spec, prepared_dir, tmp_path / "results"),
         cwd=tmp_path,
         env={**env, "RAY_ADDRESS": address},
         capture_output=True,
@@ -230,18 +219,7 @@ def test_a_server_behind_basic_auth_is_refused_without_credentials_and_used_with
         MLFLOW_TRACKING_URI=auth_server, MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="s3cret-admin"
     )
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "stages" / "study.py"),
-            "--params",
-            str(params),
-            "--study",
-            str(spec),
-            "--data",
-            str(prepared_dir),
-            "--out",
-            str(tmp_path / "results"),
-        ],
+        study_stage(params, spec, prepared_dir, tmp_path / "results"),
         env=env,
         cwd=tmp_path,
         capture_output=True,
