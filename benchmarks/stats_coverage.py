@@ -284,7 +284,7 @@ def main() -> None:
                 "Tukey HSD",
                 "Welch + Holm, all pairs",
                 "Holm vs observed best (naive)",
-                "Welch vs best, uncorrected (stats.compare today)",
+                "Welch vs best, uncorrected (the old stats.compare)",
             ],
             rows,
         )

@@ -138,6 +138,56 @@ def interval(
     return Interval(n, mean, float(ends.min()), float(ends.max()), confidence, scale, True)
 
 
+def spread(values: Sequence[float] | np.ndarray) -> float:
+    """Sample std (ddof=1); exactly 0.0 for one value or identical values (np.std of identical floats is not 0)."""
+    x = np.asarray(values, dtype=float)
+    return float(x.std(ddof=1)) if x.size > 1 and x.min() != x.max() else 0.0
+
+
+@dataclass(frozen=True)
+class Summary(_AsDict):
+    """One variant's numbers as a report keeps them: the seeds, their mean and sample std, and `interval`'s
+    interval of the mean (`ci_low`, `ci_high`: None for one seed)."""
+
+    values: list[float]
+    n: int
+    mean: float
+    std: float
+    ci_low: float | None
+    ci_high: float | None
+    scale: Scale
+    spread_known: bool
+    note: str = ""  # why the interval is missing, degenerate or unbounded
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if not self.note:  # the record says nothing rather than an empty note
+            del d["note"]
+        return d
+
+
+def summarize(
+    values: Sequence[float] | np.ndarray,
+    bounds: Bounds | None = None,
+    confidence: float = 0.95,
+    *,
+    n_examples: int | None = None,
+    name: str = "the metric",
+) -> Summary:
+    """The seeds' mean, sample std and `interval` inside `bounds`. Seeds outside `bounds` (a metric whose name
+    suggests a range its values do not keep, `name` in the note) get the identity-scale interval and a note
+    saying so, rather than an error: the bounds are a guess from the name, the values are what was measured."""
+    x = _flat(values)
+    vals = x.tolist()
+    note = ""
+    lo, hi = bounds if bounds is not None else (None, None)
+    if (lo is not None and x.min() < lo) or (hi is not None and x.max() > hi):
+        bounds, note = None, f"values outside the usual range {lo, hi} of {name}: interval not bounded"
+    iv = interval(x, bounds, confidence, n_examples=n_examples)
+    note = "; ".join(s for s in (iv.reason, note) if s)
+    return Summary(vals, iv.n, iv.mean, spread(x), iv.low, iv.high, iv.scale, iv.spread_known, note)
+
+
 # --- 2. comparisons with multiplicity control --------------------------------------------------------------
 
 
@@ -287,6 +337,22 @@ def holm_vs_baseline(groups: Mapping[str, Sequence[float]], baseline: str, alpha
     others = [name for name in data if name != baseline]
     method = f"Welch t-test against {baseline!r}, Holm-adjusted over {len(others)} comparisons"
     return _welch_holm([(name, baseline) for name in others], data, alpha, method)
+
+
+def welch_difference_interval(
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float] | None:
+    """Welch's interval for mean(a) - mean(b), unequal variances (the interval of the test `holm_*` run); None
+    when it is not defined: one seed on a side, or no spread on either."""
+    na, nb = len(a), len(b)
+    sa, sb = spread(a), spread(b)
+    if na < 2 or nb < 2 or sa == sb == 0:
+        return None
+    qa, qb = sa**2 / na, sb**2 / nb
+    df = (qa + qb) ** 2 / (qa**2 / (na - 1) + qb**2 / (nb - 1))  # Welch-Satterthwaite
+    half = float(stats.t.ppf((1 + confidence) / 2, df)) * math.sqrt(qa + qb)
+    d = sum(a) / na - sum(b) / nb
+    return d - half, d + half
 
 
 # --- 3. P(A > B) over seeds and test examples --------------------------------------------------------------

@@ -25,7 +25,7 @@ MLFLOW_UI_ENV = "PIPELINE_MLFLOW_UI"
 
 # Captions for the report's standard figures; other figures (report extras) are captioned by file name.
 CAPTIONS = {
-    "curve_": "{rest} per epoch (per-epoch curve, not the checkpoint): mean over seeds, band ±1 std",
+    "curve_": "{rest} per epoch (per-epoch curve, not the checkpoint): mean over seeds, band ±1 SD (their spread)",
     "final_": "{rest} of each run's best-validation checkpoint per variant: mean, 95% interval, one dot per seed",
     "grad_norm_layers": "per-layer gradient norm after the first epoch",
     "confusion_best": "confusion matrix of the best run on the test split",
@@ -93,7 +93,7 @@ def _caption(path: Path) -> str:
             return text.format(rest=stem[len(prefix) :])
     if "_vs_" in stem:
         y, x = stem.split("_vs_", 1)
-        return f"{y} against {x} (mean ± std per variant)"
+        return f"{y} against {x} (mean and 95% interval of the mean over seeds)"
     return stem.replace("_", " ")
 
 

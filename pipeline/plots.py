@@ -2,6 +2,11 @@
 
 Also the range each metric lives in (`metric_bounds`): the report's intervals and every axis here read it, and
 this leaf is the one module both the report and its sections import.
+
+Error bars are never computed here: a figure of means over seeds takes each variant's summary as the report
+keeps it (`pipeline.sections.common.stat`: the mean, `ci_low`/`ci_high` from `honest_stats`, the seeds' `values`),
+draws the 95% interval of the mean as its whiskers and says so in its title (`interval_note`). The only spread
+drawn is the learning curves' ±1 SD band, labelled as such.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import re
 import textwrap
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -73,9 +78,46 @@ def short(label: str, width: int = 40) -> str:
 
 
 def _title(ax, title: str, fontsize: int = 10) -> None:
-    """A title wrapped to the axes' width, so a long one is not cut off at the figure's edge."""
+    """A title wrapped to the axes' width, so a long one is not cut off at the figure's edge (each line of a
+    multi-line title wrapped on its own)."""
     chars = max(30, int(ax.figure.get_figwidth() * 72 / (0.6 * fontsize)))
-    ax.set_title(textwrap.fill(title, chars), fontsize=fontsize)
+    ax.set_title("\n".join(textwrap.fill(line, chars) for line in title.split("\n")), fontsize=fontsize)
+
+
+def interval_note(stats: Iterable[Mapping], what: str = "whiskers") -> str:
+    """What the error bars of a figure of summaries are, for its title: "whiskers: 95% interval of the mean over
+    3 seeds" ("2-5 seeds" when the counts differ; a one-seed summary has no interval and gets no whisker)."""
+    ns = sorted({int(s["n"]) for s in stats if s.get("n")})
+    if not ns:
+        return f"{what}: 95% interval of the mean over seeds"
+    if ns == [1]:
+        return f"{what}: none, one seed each (no interval)"
+    seeds = f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}-{ns[-1]}"
+    one = " (none for one seed)" if ns[0] == 1 else ""
+    return f"{what}: 95% interval of the mean over {seeds} seeds{one}"
+
+
+def interval_errors(stats: Sequence[Mapping]) -> np.ndarray:
+    """matplotlib's asymmetric error bars, [[below], [above]] each mean, from each summary's `ci_low`/`ci_high`;
+    0 where a summary has none (one seed, or a known value such as a true coefficient)."""
+    mean = np.array([s["mean"] for s in stats], dtype=float)
+    lo = np.array([s["ci_low"] if s.get("ci_low") is not None else s["mean"] for s in stats], dtype=float)
+    hi = np.array([s["ci_high"] if s.get("ci_high") is not None else s["mean"] for s in stats], dtype=float)
+    return np.array([np.maximum(mean - lo, 0.0), np.maximum(hi - mean, 0.0)]).reshape(2, len(stats))
+
+
+def axis_values(stats: Iterable[Mapping], reach: float = 2.0) -> list[float]:
+    """What an axis must show of these summaries: every mean and seed, and each interval end up to `reach` times
+    the data's span beyond them. Two seeds on a log scale can give an interval up to 1e24 samples/s; its whisker
+    then runs off the axis instead of squashing every bar flat."""
+    stats = list(stats)
+    data = [float(s["mean"]) for s in stats] + [float(x) for s in stats for x in s.get("values", [])]
+    if not data:
+        return []
+    lo, hi = min(data), max(data)
+    span = (hi - lo) or max(abs(hi) * 0.05, 1e-6)
+    ends = [float(s[k]) for s in stats for k in ("ci_low", "ci_high") if s.get(k) is not None]
+    return data + [min(max(e, lo - reach * span), hi + reach * span) for e in ends]
 
 
 def _save(fig, path: Path) -> Path:
@@ -106,6 +148,20 @@ def learning_curve(history: Sequence[Mapping[str, float]], path: Path, title: st
     return _save(fig, path)
 
 
+def per_epoch(series: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, sample std and count per epoch over the runs that reached it (early-stopped runs end sooner)."""
+    n = max(len(s) for s in series)
+    arr = np.full((len(series), n), np.nan)
+    for i, s in enumerate(series):
+        arr[i, : len(s)] = s
+    count = np.sum(np.isfinite(arr), axis=0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # epochs only one run reached, all-NaN epochs
+        mean = np.nanmean(arr, axis=0)
+        std = np.where(count > 1, np.nanstd(arr, axis=0, ddof=1), 0.0)
+    return mean, std, count
+
+
 def curves_with_band(
     curves: Mapping[str, Sequence[Sequence[float]]],
     path: Path,
@@ -113,28 +169,21 @@ def curves_with_band(
     title: str = "",
     bounds: Bounds | None | str = "auto",
 ) -> Path:
-    """Mean per epoch over seeds with a ±1 sample-std band, one line per variant.
+    """Mean per epoch over seeds with a ±1 sample-std band, one line per variant; the legend says what the band is.
 
-    curves: variant -> list of per-seed series. Series may differ in length (early-stopped runs): each
-    epoch averages the runs that reached it. The band is clipped to the metric's range (`bounds`, by default
-    `metric_bounds(ylabel)`): mean ± std of accuracies near 1 would otherwise draw above 1.
+    curves: variant -> list of per-seed series. Series may differ in length (early-stopped runs): each epoch
+    averages the runs that reached it. The band shows the seeds' spread, not an interval of the mean, clipped to
+    the metric's range (`bounds`, by default `metric_bounds(ylabel)`): mean ± std of accuracies near 1 would
+    otherwise draw above 1.
     """
     bounds = metric_bounds(ylabel) if bounds == "auto" else bounds
     shown: list[float] = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant, series in curves.items():
-        n = max((len(s) for s in series), default=0)
-        if n == 0:
+        if max((len(s) for s in series), default=0) == 0:
             continue
-        arr = np.full((len(series), n), np.nan)
-        for i, s in enumerate(series):
-            arr[i, : len(s)] = s
-        count = np.sum(np.isfinite(arr), axis=0)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # epochs only one run reached, all-NaN epochs
-            mean = np.nanmean(arr, axis=0)
-            std = np.where(count > 1, np.nanstd(arr, axis=0, ddof=1), 0.0)
-        x = np.arange(1, n + 1)
+        mean, std, _ = per_epoch(series)
+        x = np.arange(1, len(mean) + 1)
         low, high = _clip(mean - std, bounds), _clip(mean + std, bounds)
         ax.plot(x, mean, label=f"{variant} (n={len(series)})")
         ax.fill_between(x, low, high, alpha=0.2)
@@ -144,7 +193,7 @@ def curves_with_band(
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     _title(ax, title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="mean over seeds; band ±1 SD (seed spread)", title_fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -152,12 +201,12 @@ def curves_with_band(
 def bars_with_ci(
     rows: Sequence[Mapping], path: Path, ylabel: str, title: str = "", bounds: Bounds | None | str = "auto"
 ) -> Path:
-    """Final metric per variant: mean with its 95% confidence interval as whiskers, seeds as dots.
+    """Final metric per variant: mean with its 95% interval as whiskers, seeds as dots; the title says so.
 
-    rows: {"variant", "mean", "ci_low", "ci_high", "values", "rank"}; a row without an interval (one seed) gets no
-    whisker. Whiskers and the axis stay inside the metric's range (`bounds`, by default `metric_bounds(ylabel)`;
-    data that are all non-negative get no negative axis): the report's intervals are in range by construction,
-    a section's Student-t interval is clipped here.
+    rows: a summary (`mean`, `ci_low`, `ci_high`, `values`, `n`) with "variant" and "rank"; a row without an
+    interval (one seed) gets no whisker. The intervals are in range by construction (`honest_stats`); whiskers and
+    the axis are kept inside the metric's range all the same (`bounds`, by default `metric_bounds(ylabel)`; data
+    that are all non-negative get no negative axis).
     """
     bounds = metric_bounds(ylabel) if bounds == "auto" else bounds
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4))
@@ -179,19 +228,10 @@ def bars_with_ci(
         ax.scatter([i] * len(xs), xs, color="black", s=10, zorder=3)
     ax.set_xticks(x, [short(n) for n in names], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    _title(ax, title)
-    if (lim := axis_limits([*lo, *hi, *means, *seeds], floor, pad=0.5)) is not None:
+    _title(ax, f"{title}\n{interval_note(rows)}; dots: seeds")
+    if (lim := axis_limits(axis_values(rows), floor, pad=0.5)) is not None:
         ax.set_ylim(*lim)
     return _save(fig, path)
-
-
-def _err(p: Mapping, key: str) -> float | list[list[float]]:
-    """An error bar as matplotlib takes it: a symmetric number, or [[minus], [plus]] from a (low, high) interval."""
-    e = p.get(key, 0)
-    if isinstance(e, list | tuple):
-        centre = p[key[0]]
-        return [[max(centre - e[0], 0.0)], [max(e[1] - centre, 0.0)]]
-    return e
 
 
 def scatter_xy(
@@ -203,23 +243,27 @@ def scatter_xy(
     logx: bool = True,
     ybounds: Bounds | None | str = "auto",
 ) -> Path:
-    """One point per variant, e.g. accuracy vs parameters. Errors: `yerr`/`xerr` as a number (± that) or as a
-    (low, high) interval; the y axis stays inside the metric's range (`metric_bounds(ylabel)` by default)."""
+    """One point per variant, e.g. accuracy vs parameters: {"label", "x": summary, "y": summary}, each summary's
+    mean with its 95% interval as error bars (none without one); the y axis stays inside the metric's range
+    (`metric_bounds(ylabel)` by default)."""
     ybounds = metric_bounds(ylabel) if ybounds == "auto" else ybounds
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ys: list[float] = []
     for p in points:
-        ax.errorbar(p["x"], p["y"], xerr=_err(p, "xerr"), yerr=_err(p, "yerr"), fmt="o", capsize=3)
-        ax.annotate(p["label"], (p["x"], p["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ye = p.get("yerr", 0)
-        ys += list(ye) if isinstance(ye, list | tuple) else [p["y"] - ye, p["y"] + ye]
+        x, y = p["x"]["mean"], p["y"]["mean"]
+        ax.errorbar(x, y, xerr=interval_errors([p["x"]]), yerr=interval_errors([p["y"]]), fmt="o", capsize=3)
+        ax.annotate(p["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if logx:
         ax.set_xscale("log")
-    if (lim := axis_limits(ys, ybounds, pad=0.15)) is not None:
+    if (lim := axis_limits(axis_values(p["y"] for p in points), ybounds, pad=0.15)) is not None:
         ax.set_ylim(*lim)
+    xs = axis_values(p["x"] for p in points)
+    if logx and (pos := [x for x in xs if x > 0]):
+        ax.set_xlim(min(pos) / 1.5, max(pos) * 1.5)
+    elif not logx and (lim := axis_limits(xs, None, pad=0.15)) is not None:
+        ax.set_xlim(*lim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    _title(ax, title)
+    _title(ax, f"{title}\n{interval_note([p['y'] for p in points], 'error bars')}")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -266,7 +310,7 @@ def confusion(matrix: np.ndarray, path: Path, title: str = "", labels: Sequence[
 
 
 def series_xy(
-    series: Mapping[str, Sequence[Sequence[float]]],
+    series: Mapping[str, Sequence[tuple[float, Mapping]]],
     path: Path,
     xlabel: str,
     ylabel: str,
@@ -275,23 +319,28 @@ def series_xy(
     logy: bool = False,
     hlines: Mapping[str, float] | None = None,
 ) -> Path:
-    """Lines of (x, mean, std) points with error bars, one per series (e.g. MSE against degree, accuracy
-    against depth per width); `hlines` draws labelled horizontal references (e.g. the noise floor)."""
+    """Lines of (x, summary) points, each summary's mean with its 95% interval as whiskers, one line per series
+    (e.g. MSE against degree, accuracy against depth per width); `hlines` draws labelled horizontal references
+    (e.g. the noise floor). A linear y axis stays inside the metric's range (`metric_bounds(ylabel)`)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    shown: list[Mapping] = []
     for name, points in series.items():
-        pts = sorted(points)
-        ax.errorbar(
-            [p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=name
-        )
+        pts = sorted(points, key=lambda p: p[0])
+        stats = [s for _, s in pts]
+        xs, means = [x for x, _ in pts], [s["mean"] for s in stats]
+        ax.errorbar(xs, means, yerr=interval_errors(stats), marker="o", capsize=3, label=name)
+        shown += stats
     for i, (name, y) in enumerate((hlines or {}).items()):
         ax.axhline(y, color="gray", linestyle=["--", ":", "-."][i % 3], label=name)
     if logx:
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+    elif (lim := axis_limits(axis_values(shown), metric_bounds(ylabel), pad=0.15)) is not None:
+        ax.set_ylim(*lim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    _title(ax, f"{title}\n{interval_note(shown)}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -334,63 +383,66 @@ def decision_boundary(
 
 
 def perplexity_by_order(
-    lines: Mapping[str, Sequence[tuple[float, Sequence[float]]]],
-    flat: Mapping[str, Sequence[float]],
+    lines: Mapping[str, Sequence[tuple[float, Mapping]]],
+    flat: Mapping[str, Mapping],
     path: Path,
     title: str = "",
 ) -> Path:
-    """Perplexity against n-gram order: one line per family/width (mean, std bars over seeds, seeds as dots);
-    models without an order (an LSTM) as horizontal bands."""
+    """Perplexity against n-gram order: one line per family/width of (N, summary) points (mean, 95% interval as
+    whiskers, seeds as dots); a model without an order (an LSTM) as its mean, a horizontal line, with its interval
+    as a band."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    shown: list[Mapping] = []
     for label, points in lines.items():
-        pts = sorted(points)
-        xs = np.array([x for x, _ in pts], dtype=float)
-        means = np.array([np.mean(v) for _, v in pts])
-        stds = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for _, v in pts])
-        line = ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
-        for x, (_, v) in zip(xs, pts):
-            ax.scatter([x] * len(v), v, s=8, color=line[0].get_color(), alpha=0.6)
-    for i, (label, vals) in enumerate(flat.items()):
-        m, s = float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        pts = sorted(points, key=lambda p: p[0])
+        stats = [s for _, s in pts]
+        xs, means = [float(x) for x, _ in pts], [s["mean"] for s in stats]
+        line = ax.errorbar(xs, means, yerr=interval_errors(stats), marker="o", capsize=3, label=label)
+        for x, s in zip(xs, stats):
+            ax.scatter([x] * len(s["values"]), s["values"], s=8, color=line[0].get_color(), alpha=0.6)
+        shown += stats
+    for i, (label, s) in enumerate(flat.items()):
         color = f"C{(len(lines) + i) % 10}"
-        ax.axhline(m, color=color, linestyle="--", label=f"{label} (any context)")
-        ax.axhspan(m - s, m + s, color=color, alpha=0.15)
+        ax.axhline(s["mean"], color=color, linestyle="--", label=f"{label} (any context)")
+        if s.get("ci_low") is not None:
+            ax.axhspan(s["ci_low"], s["ci_high"], color=color, alpha=0.15)
+        shown.append(s)
+    if (lim := axis_limits(axis_values(shown), metric_bounds("perplexity"), pad=0.15)) is not None:
+        ax.set_ylim(*lim)
     ax.set_xlabel("n-gram order N (context = N-1 words)")
     ax.set_ylabel("validation perplexity")
-    ax.set_title(title)
+    _title(ax, f"{title}\n{interval_note(shown, 'whiskers and bands')}; dots: seeds")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
 def grouped_bars(groups: Mapping[str, Mapping[str, Mapping]], path: Path, ylabel: str, title: str = "") -> Path:
-    """Bars per variant, one colour per group (e.g. all tokens vs out-of-vocabulary): mean ± std, seeds as dots.
+    """Bars per variant, one colour per group (e.g. all tokens vs out-of-vocabulary): the mean, its 95% interval
+    as whiskers, seeds as dots; the title says what the whiskers are.
 
-    groups: group label -> variant -> {"mean", "std", "values"}.
+    groups: group label -> variant -> summary (`mean`; `ci_low`/`ci_high`, `values` and `n` when over seeds: a
+    bare {"mean"}, e.g. a known true value, gets no whisker). The axis stays inside `metric_bounds(ylabel)`.
     """
     variants = list(dict.fromkeys(v for g in groups.values() for v in g))
     width = 0.8 / max(len(groups), 1)
     fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(variants) + 2), 4.5))
     for gi, (glabel, stats) in enumerate(groups.items()):
         xs = np.arange(len(variants)) + (gi - (len(groups) - 1) / 2) * width
-        means = [stats[v]["mean"] if v in stats else np.nan for v in variants]
-        stds = [stats[v]["std"] if v in stats else 0.0 for v in variants]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=glabel)
-        for x, v in zip(xs, variants):
-            vals = stats.get(v, {}).get("values", [])
+        at = [x for x, v in zip(xs, variants) if v in stats]
+        drawn = [stats[v] for v in variants if v in stats]
+        means = [s["mean"] for s in drawn]
+        ax.bar(at, means, width, label=glabel)
+        ax.errorbar(at, means, yerr=interval_errors(drawn), fmt="none", ecolor="black", capsize=3, lw=1)
+        for x, s in zip(at, drawn):
+            vals = s.get("values", [])
             ax.scatter([x] * len(vals), vals, color="black", s=8, zorder=3)
     ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right", fontsize=8)
-    finite = [x for g in groups.values() for s in g.values() for x in s.get("values", []) if np.isfinite(x)]
-    if finite:
-        lo, hi = min(finite), max(finite)
-        span = max(hi - lo, 1e-3)
-        top = hi + 0.3 * span
-        bounds = metric_bounds(ylabel)
-        if bounds is not None and bounds[1] is not None:
-            top = min(top, bounds[1])  # an accuracy axis stops at 1
-        ax.set_ylim(max(0.0, lo - 0.6 * span), top)
+    every = [s for g in groups.values() for s in g.values()]
+    if (lim := axis_limits(axis_values(every), metric_bounds(ylabel), pad=0.3)) is not None:
+        ax.set_ylim(*lim)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    _title(ax, f"{title}\n{interval_note(every)}; dots: seeds")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

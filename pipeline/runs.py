@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 Run = dict[str, Any]
@@ -142,7 +142,3 @@ def int_param(run: Run, key: str) -> int | None:
         return int(v) if v is not None else None
     except ValueError:
         return None
-
-
-def sorted_variants(names: Sequence[str]) -> list[str]:
-    return sorted(names, key=natural_key)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
@@ -34,9 +36,11 @@ from pipeline.honest_stats import (
     not_converged,
     p_superiority,
     seeds_for_rank_test,
+    summarize,
     time_to_target,
     tukey_all_pairs,
     underpowered,
+    welch_difference_interval,
 )
 
 MODULE = Path(__file__).resolve().parents[1] / "pipeline" / "honest_stats.py"
@@ -67,6 +71,8 @@ def test_module_is_a_leaf():
 def test_results_are_plain_json():
     results = [
         interval([0.9, 0.92], (0.0, 1.0)),
+        summarize([0.9, 0.92], (0.0, 1.0)),
+        summarize([0.9], (0.0, 1.0)),
         *holm_all_pairs({"a": [1.0, 2.0], "b": [2.0, 4.0]}),
         *dunnett_vs_baseline({"a": [1.0, 2.0], "b": [2.0, 4.0]}, "a"),
         *tukey_all_pairs({"a": [1.0, 2.0], "b": [2.0, 4.0]}),
@@ -119,7 +125,7 @@ def test_interval_hand_computed_on_the_log_scale_is_cox():
 def test_interval_stays_inside_the_range_where_the_raw_t_interval_leaves_it():
     x = np.array([0.2, 1.0, 0.99])
     raw_high = x.mean() + stats.t.ppf(0.975, 2) * x.std(ddof=1) / math.sqrt(3)
-    assert raw_high > 1  # what pipeline.stats reports today: [.., 1.54]
+    assert raw_high > 1  # what the report's sections once drew: [.., 1.54]
     iv = interval(x, (0.0, 1.0), n_examples=1000)
     assert 0 <= iv.low < iv.high <= 1  # seeds this far apart honestly give nearly all of [0, 1]
     assert iv.low < 0.2 and iv.high > 0.99
@@ -199,6 +205,72 @@ def test_interval_rejects_values_outside_the_bounds(values, bounds):
         interval(values, bounds)
 
 
+def test_interval_without_bounds_is_the_plain_t_interval():
+    iv = interval([1, 2, 3, 4])
+    # mean 2.5, sample std sqrt(5/3) = 1.290994; half-width t(0.975, 3) * std / 2 = 3.182446 * 1.290994 / 2
+    assert iv.scale == "identity" and iv.mean == pytest.approx(2.5)
+    assert (iv.low, iv.high) == pytest.approx((2.5 - 2.054260, 2.5 + 2.054260), abs=1e-6)
+    iv90 = interval([1, 2, 3, 4], confidence=0.90)  # t(0.95, 3) = 2.353363
+    assert (iv90.low, iv90.high) == pytest.approx((2.5 - 1.519090, 2.5 + 1.519090), abs=1e-6)
+
+
+# --- summarize ---------------------------------------------------------------------------------------------
+
+
+def test_summarize_identical_seeds_have_exactly_zero_spread():
+    # np.std([0.1] * 3, ddof=1) is 1.7e-17 and np.mean is 0.10000000000000002; both must be exact here
+    s = summarize([0.1, 0.1, 0.1], (0.0, 1.0))
+    assert (s.mean, s.std, s.ci_low, s.ci_high, s.spread_known) == (0.1, 0.0, 0.1, 0.1, False)
+    assert s.as_dict()["note"] == NO_SPREAD
+    one = summarize([0.7], (0.0, 1.0)).as_dict()
+    assert (one["std"], one["ci_low"], one["ci_high"]) == (0.0, None, None)
+
+
+def test_summarize_is_interval_with_the_seeds_and_their_std():
+    s = summarize([0.91, 0.93, 0.92], (0.0, 1.0), n_examples=500)
+    iv = interval([0.91, 0.93, 0.92], (0.0, 1.0), n_examples=500)
+    assert (s.ci_low, s.ci_high, s.scale, s.spread_known) == (iv.low, iv.high, iv.scale, iv.spread_known)
+    assert s.values == [0.91, 0.93, 0.92] and s.std == pytest.approx(0.01)
+    assert "note" not in s.as_dict()  # nothing to say: the record has no note
+
+
+def test_summarize_drops_bounds_its_seeds_break_and_says_so():
+    s = summarize([-0.1, 0.5, 0.6], (0.0, 1.0), name="val_gap")
+    assert s.scale == "identity" and s.ci_low < 0
+    assert s.note == "values outside the usual range (0.0, 1.0) of val_gap: interval not bounded"
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [([], "non-empty"), ([1.0, float("nan"), 2.0], r"positions \[1\]"), ([[1.0, 2.0]], "flat")],
+)
+def test_summarize_rejects_bad_input(values, match):
+    with pytest.raises(ValueError, match=match):
+        summarize(values)
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
+
+
+@given(st.lists(finite, min_size=1, max_size=30))
+@example([-869459.1671774172] * 4 + [-869459.1671774173])  # np.mean lands an ulp above the max
+def test_summarize_property(values):
+    s = summarize(values)
+    assert s.n == len(values)
+    assert min(values) <= s.mean <= max(values)
+    assert s.std >= 0 and math.isfinite(s.std)
+    if s.n == 1:
+        assert (s.std, s.ci_low, s.ci_high) == (0.0, None, None)
+    else:
+        assert s.ci_low <= s.mean <= s.ci_high
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=2, max_size=6))
+def test_summarize_bounded_property(values):
+    s = summarize(values, (0.0, 1.0))
+    assert 0.0 <= s.ci_low <= s.ci_high <= 1.0
+
+
 # --- comparisons -------------------------------------------------------------------------------------------
 
 
@@ -208,6 +280,33 @@ def test_dunnett_with_one_treatment_is_the_pooled_t_test():
     assert res.a == "new" and res.b == "base"
     assert res.difference == pytest.approx(np.mean(b) - np.mean(a))
     assert res.p_value == pytest.approx(stats.ttest_ind(a, b, equal_var=True).pvalue, abs=2e-3)
+
+
+def _welch_p(a: list[float], b: list[float]) -> float:
+    """Welch's two-sided p-value straight from the textbook formula."""
+    na, nb = len(a), len(b)
+    (ma, sa), (mb, sb) = _mean_sd(a), _mean_sd(b)
+    se2 = sa**2 / na + sb**2 / nb
+    df = se2**2 / ((sa**2 / na) ** 2 / (na - 1) + (sb**2 / nb) ** 2 / (nb - 1))
+    return 2 * stats.t.sf(abs((ma - mb) / math.sqrt(se2)), df)
+
+
+def test_welch_matches_the_textbook_formula():
+    a, b = [1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0, 7.0]
+    # t = (2.5 - 5) / sqrt(5/3/4 + 2.5/5) = -2.6112, df = 0.91667^2 / (0.41667^2/3 + 0.5^2/4) = 6.981
+    assert _welch_p(a, b) == pytest.approx(0.0349, abs=5e-4)  # the formula itself is not broken
+    (one,) = holm_vs_baseline({"a": a, "b": b}, "b")  # a family of one: Holm leaves p as it is
+    assert one.p_value == pytest.approx(_welch_p(a, b), rel=1e-9) and one.significant
+    a, b = [5.0, 5.0, 5.0], [4.0, 4.5, 4.2, 4.9]  # one constant group: still a real Welch test
+    assert holm_vs_baseline({"a": a, "b": b}, "b")[0].p_value == pytest.approx(_welch_p(a, b), rel=1e-9)
+
+
+def test_welch_difference_interval_inverts_the_test():
+    a, b = [1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0, 7.0]
+    lo, hi = welch_difference_interval(a, b, confidence=1 - _welch_p(a, b))
+    assert hi == pytest.approx(0.0, abs=1e-9) and lo < -2.5  # the p-value is where the interval reaches 0
+    assert welch_difference_interval([1.0], b) is None
+    assert welch_difference_interval([1.0, 1.0], [2.0, 2.0]) is None
 
 
 def test_holm_all_pairs_hand_adjusted():

@@ -27,14 +27,13 @@ from test_html import fake_runs, fake_study
 from pipeline import plots, tracking
 from pipeline.data.base import Splits
 from pipeline.datainfo import DataInfo
-from pipeline.errors import ConfigError
-from pipeline.report.analysis import analyze, headline_metric, metrics_file, summarize
+from pipeline.report.analysis import analyze, headline_metric, metrics_file
 from pipeline.report.build import build_report
 from pipeline.report.chance import Chance, ChanceLevels, chance_level
 from pipeline.report.confusion import confusion
-from pipeline.report.figures import per_epoch
 from pipeline.report.markdown import format_stat
 from pipeline.report.superiority import ARTIFACT, download_test_correct, superiority
+from pipeline.sections.common import stat
 
 VALUES = {"a": [0.90, 0.92, 0.94], "b": [0.80, 0.82, 0.84], "c": [0.91]}
 N_PARAMS = {"a": 1000, "b": 2000, "c": 1000}
@@ -334,7 +333,10 @@ def test_bounded_metrics_keep_their_axes_in_range(tmp_path, monkeypatch):
     speed = [{"variant": "x", "mean": 900.0, "ci_low": -5000.0, "ci_high": 7000.0, "values": [100.0, 1700.0]}]
     plots.bars_with_ci(speed, tmp_path / "speed.png", "training samples / s")
     plots.curves_with_band({"x": [[0.5, 0.99, 1.0], [0.7, 0.9, 1.0]]}, tmp_path / "c.png", "val_accuracy")
-    points = [{"label": "x", "x": 1.0, "y": 0.98, "yerr": 0.2}, {"label": "y", "x": 10.0, "y": 0.5, "yerr": (0.4, 0.7)}]
+    points = [
+        {"label": "x", "x": {"mean": 1.0}, "y": {"mean": 0.98, "ci_low": 0.6, "ci_high": 1.0, "n": 2}},
+        {"label": "y", "x": {"mean": 10.0}, "y": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.7, "n": 2}},
+    ]
     plots.scatter_xy(points, tmp_path / "s.png", "parameters", "test_accuracy")
     (acc, speed_lim, curve, scatter) = seen
     assert 0 <= acc[0] < acc[1] <= 1
@@ -402,11 +404,6 @@ def test_report_stage_rejects_an_unknown_section_before_writing(study, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{spec_file}: report.0: unknown report section 'nosuch'; allowed: " in err[0]
     assert not out.exists()
-
-
-def test_only_welch_holm_is_offered(study, tmp_path):
-    with pytest.raises(ConfigError, match="only 'welch'"):
-        build_report(fake_study("demo", "Q"), study["results"], tmp_path / "out", test="permutation")
 
 
 def test_confusion_skips_non_classification(study, prepared):
@@ -513,12 +510,30 @@ def test_target_is_censored_not_imputed():
     assert "epochs + 1" not in analysis["answer"]
 
 
-def test_summarize_keeps_intervals_in_range():
-    s = summarize([0.90, 0.99, 1.0], "test_accuracy")
+def test_stat_keeps_intervals_in_range():
+    s = stat([0.90, 0.99, 1.0], "test_accuracy")
     assert 0 < s["ci_low"] < s["mean"] < s["ci_high"] <= 1
-    s = summarize([0.1, 2.0], "train_seconds")
+    s = stat([0.1, 2.0], "train_seconds")
     assert s["ci_low"] > 0
-    assert summarize([21450.0] * 3, "n_params")["spread_known"] is False
+    assert stat([21450.0] * 3, "n_params")["spread_known"] is False
+    # a range the name does not give, passed in; seeds outside the name's range get an unbounded interval, said
+    assert stat([0.01, 0.3], "train_error", (0.0, 1.0))["ci_low"] > 0
+    s = stat([-0.2, 0.5, 0.9], "test_accuracy")
+    assert s["scale"] == "identity" and "outside the usual range (0.0, 1.0) of test_accuracy" in s["note"]
+    assert stat([None, float("nan")], "test_accuracy") == {"values": []}
+
+
+def test_section_summaries_stay_in_range():
+    """What the issue found in a default run's extras: resnet samples/s [-2,666, 14,521], an accuracy [0.234,
+    1.463], a training loss down to -0.012. Every section summarizes through `stat` now."""
+    from pipeline.sections.common import bar_stats, comparison
+
+    _, accuracy = comparison({"word": [0.6, 0.99], "char": [0.97, 0.999]}, "accuracy_negation", "max")
+    speed = bar_stats({"resnet": [500.0, 11000.0], "vgg": [3000.0, 2500.0, 9000.0]}, "samples_per_s")
+    for s in accuracy.values():
+        assert 0 <= s["ci_low"] <= s["mean"] <= s["ci_high"] <= 1, s
+    for s in [*speed.values(), stat([0.001, 0.0102, 0.05], "train_loss")]:
+        assert 0 <= s["ci_low"] <= s["mean"] <= s["ci_high"], s
 
 
 def test_metrics_file_without_claims_or_a_runner_up():
@@ -579,7 +594,7 @@ def test_chance_levels_from_the_prepared_data(study, prepared):
 
 
 def test_curves_of_unequal_length_average_the_runs_that_reached_each_epoch():
-    mean, std, n = per_epoch([[1.0, 2.0, 3.0], [3.0, 4.0]])
+    mean, std, n = plots.per_epoch([[1.0, 2.0, 3.0], [3.0, 4.0]])
     assert mean.tolist() == [2.0, 3.0, 3.0]
     assert n.tolist() == [2, 2, 1]
     assert std[0] == pytest.approx(np.std([1, 3], ddof=1)) and std[2] == 0.0

@@ -6,11 +6,11 @@ The ranking, the table, the bar chart, the sections and the claims all read the 
 learning curves are per-epoch validation values.
 
 The statistics are `pipeline.honest_stats` (docs/statistics.md): per-variant intervals that stay inside the
-metric's range, Welch t-tests Holm-adjusted over a family fixed in advance (every variant against the declared
-baseline, else all pairs), the smallest difference a non-significant test could have detected, validity checks
-(not converged, at chance, at ceiling, diverged, underpowered) and censored epochs-to-target. The answer's verb
-follows the evidence: "X is better than Y" only when the difference is significant after correction and both
-variants' runs are valid.
+metric's range (`pipeline.sections.common.stat`, the summary every section uses too), Welch t-tests Holm-adjusted
+over a family fixed in advance (every variant against the declared baseline, else all pairs), the smallest
+difference a non-significant test could have detected, validity checks (not converged, at chance, at ceiling,
+diverged, underpowered) and censored epochs-to-target. The answer's verb follows the evidence: "X is better than
+Y" only when the difference is significant after correction and both variants' runs are valid.
 
 `analyze` turns the exported runs into `analysis.json`'s core; `metrics_file` picks the few flat numbers that
 `dvc metrics show/diff` and `dvc exp show` compare across revisions.
@@ -30,7 +30,8 @@ from pipeline.plots import metric_bounds
 from pipeline.report.chance import Chance
 from pipeline.report.markdown import format_number
 from pipeline.runs import Run
-from pipeline.stats import join
+from pipeline.sections import common
+from pipeline.text import fmt_p, join
 
 ALPHA = 0.05
 # Per-run numbers summarized per variant when present (final values; train_seconds is derived).
@@ -96,36 +97,6 @@ def metric_direction(name: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- one variant's numbers
-
-
-def spread(values: Sequence[float]) -> float:
-    """Sample std; exactly 0.0 for one value or identical values (np.std of identical floats is not 0)."""
-    x = np.asarray(values, dtype=float)
-    return float(x.std(ddof=1)) if x.size > 1 and x.min() != x.max() else 0.0
-
-
-def summarize(values: Sequence[float], metric: str, n_examples: int | None = None) -> dict[str, Any]:
-    """Per-seed values, mean, std and the 95% interval of the mean that stays inside the metric's range."""
-    vals = [float(v) for v in values]
-    bounds = metric_bounds(metric)
-    note = ""
-    lo, hi = bounds if bounds is not None else (None, None)
-    if (lo is not None and min(vals) < lo) or (hi is not None and max(vals) > hi):
-        bounds, note = None, f"values outside the usual range {lo, hi} of {metric}: interval not bounded"
-    iv = hs.interval(vals, bounds, n_examples=n_examples)
-    out: dict[str, Any] = {
-        "values": vals,
-        "n": iv.n,
-        "mean": iv.mean,
-        "std": spread(vals),
-        "ci_low": iv.low,
-        "ci_high": iv.high,
-        "scale": iv.scale,
-        "spread_known": iv.spread_known,
-    }
-    if iv.reason or note:
-        out["note"] = "; ".join(x for x in (iv.reason, note) if x)
-    return out
 
 
 def seed_curves(runs: Sequence[Run], key: str) -> np.ndarray | None:
@@ -205,10 +176,6 @@ def invalid_because(checks: dict[str, dict[str, Any]]) -> list[str]:
 
 def fmt(x: float | None) -> str:
     return "–" if x is None else format_number(x, 4)
-
-
-def fmt_p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
 def fmt_ci(stat: dict[str, Any]) -> str:
@@ -403,13 +370,14 @@ def analyze(
             "run_ids": [{"seed": rn.seed(r), "run_id": r["run_id"], "status": r["status"]} for r in vruns],
         }
         if values:
-            stats[v] = row[head] = summarize(values, head, n_ex if metric_bounds(head) == (0.0, 1.0) else None)
+            n_acc = n_ex if metric_bounds(head) == (0.0, 1.0) else None
+            stats[v] = row[head] = common.stat(values, head, n_examples=n_acc)
         else:
             row[head] = {"values": []}
         for key in EXTRA_METRICS:
             vals = [x for r in ok if (x := rn.finite_final(r, key)) is not None]
             if vals and key != head:
-                row[key] = summarize(vals, key)
+                row[key] = common.stat(vals, key)
         row["validity"] = check_variant(vruns, stats.get(v), head, metric, mode, ch)
         row["valid"] = row["validity"].pop("valid")
         table[v] = row

@@ -40,17 +40,16 @@ def build_report(
     out_dir: str | Path,
     data_dir: str | Path | None = None,
     *,
-    test: str = "welch",
     log_to_mlflow: bool = True,
 ) -> dict[str, Any]:
     """Write the report folder (see `pipeline.report`); returns {"analysis", "figures"}.
 
     The question, metric, mode, target, baseline, claims and sections come from `study.spec`; a section name that
-    is not registered fails here, before anything is written. `test` is kept for the stage's `--test` flag: the
-    comparisons are Welch t-tests with Holm's correction (docs/statistics.md), and nothing else is offered.
+    is not registered fails here, before anything is written. The comparisons are Welch t-tests with Holm's
+    correction (docs/statistics.md).
     """
     with frozen_gc():
-        return _build(study, results_dir, out_dir, data_dir, test=test, log_to_mlflow=log_to_mlflow)
+        return _build(study, results_dir, out_dir, data_dir, log_to_mlflow=log_to_mlflow)
 
 
 @contextlib.contextmanager
@@ -71,12 +70,8 @@ def _build(
     out_dir: str | Path,
     data_dir: str | Path | None,
     *,
-    test: str,
     log_to_mlflow: bool,
 ) -> dict[str, Any]:
-    if test != "welch":
-        # a permutation test of 3 vs 3 seeds cannot go below p = 0.1, so under any correction it never decides
-        raise ConfigError(f"--test {test}: only 'welch' (Welch t-tests, Holm-adjusted) is offered", key="test")
     spec = study.spec
     check_sections(spec.report, str(study.path))
     out = Path(out_dir)

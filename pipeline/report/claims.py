@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from pipeline import honest_stats as hs
@@ -40,16 +39,15 @@ from pipeline.report.analysis import (
     chance_noise,
     detectable_text,
     fmt,
-    fmt_p,
     invalid_because,
     metric_direction,
     needed_text,
-    spread,
-    summarize,
     target_data,
 )
 from pipeline.report.chance import Chance
 from pipeline.runs import Run
+from pipeline.sections import common
+from pipeline.text import fmt_p
 
 CONFIRMED, CONTRADICTED, INCONCLUSIVE = "confirmed", "contradicted", "inconclusive"
 
@@ -153,7 +151,7 @@ def family_tests(claims: Sequence[Claim], ctx: ClaimContext) -> dict[tuple[int, 
         direction = ctx.direction(claim, metric)
         for a, b in claim_pairs(claim, groups, direction):
             va, vb = groups.get(a), groups.get(b)
-            if va and vb and not (claim.kind == "extreme" and spread(va) == 0 and spread(vb) == 0):
+            if va and vb and not (claim.kind == "extreme" and hs.spread(va) == 0 and hs.spread(vb) == 0):
                 tests[(i, a, b)] = Test(a, b, metric, va, vb)
     for t in tests.values():
         # one pair alone: Holm over one comparison is the raw Welch p, with honest_stats' rules for one seed and
@@ -225,7 +223,7 @@ def not_significant(t: Test, family: int, ctx: ClaimContext) -> str:
     text = f"not significant (Holm-adjusted {fmt_p(t.p_adjusted)} over {family} claim comparisons"
     if t.raw.reason:
         return text + f"; {t.raw.reason})"
-    sa, sb = spread(t.values_a), spread(t.values_b)
+    sa, sb = hs.spread(t.values_a), hs.spread(t.values_b)
     det = hs.detectable_difference(sa, sb, na, nb, alpha=ctx.alpha / family)
     text += ")"
     if not math.isnan(det):
@@ -353,7 +351,7 @@ def ratio(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
             continue
         r = ma / mb
         ok = abs(r - claim.value) <= claim.tolerance * abs(claim.value)
-        noisy = spread(groups[a]) > 0 or spread(groups[b]) > 0
+        noisy = hs.spread(groups[a]) > 0 or hs.spread(groups[b]) > 0
         text = (
             f"{metric} {a} / {b} = {fmt(ma)} / {fmt(mb)} = {r:.3g}, claimed {claim.value:g} ± {claim.tolerance:.0%}"
             + (" (a ratio of seed means: the quantity varies over seeds)" if noisy else "")
@@ -383,7 +381,7 @@ def extreme(claim: Claim, i: int, ctx: ClaimContext, tests: dict, family: int) -
         va, vr = groups[a], groups[rival]
         gain = sign * (sum(va) / len(va) - sum(vr) / len(vr))
         head = f"{word} {metric}: {pair_text(a, rival, va, vr)} (the best other variant)"
-        if spread(va) == 0 and spread(vr) == 0:  # a deterministic quantity: beyond or not
+        if hs.spread(va) == 0 and hs.spread(vr) == 0:  # a deterministic quantity: beyond or not
             verdict = CONFIRMED if gain > 0 else CONTRADICTED
             out.append(
                 Outcome(verdict, f"{head}; identical over seeds, so {'strictly beyond' if gain > 0 else 'not beyond'}")
@@ -426,7 +424,7 @@ def chance_check(variant: str, metric: str, groups: dict[str, list[float]], ctx:
     ch = ctx.chance(ok, metric)
     if ch.level is None:
         return {"flagged": None, "reason": ch.reason or f"chance level of {metric} unknown"}
-    stat = summarize(groups[variant], metric)
+    stat = common.stat(groups[variant], metric)
     direction = (
         ctx.analysis["mode"] if metric == ctx.analysis.get("study_metric") else metric_direction(metric) or "max"
     )
@@ -438,7 +436,7 @@ def near_value(variant: str, metric: str, groups: dict[str, list[float]], level:
     """The at-chance check against a chance level the claim states (`value`, e.g. a discriminator's 0.5): the mean is
     within the noise of it on either side. The noise is the analysis's: twice the seed std, and at least twice the
     binomial standard error of a [0, 1] metric at that level on the test split's examples (else 1% of the level)."""
-    stat = summarize(groups[variant], metric)
+    stat = common.stat(groups[variant], metric)
     noise = chance_noise(stat, Chance(level), metric)
     gap = abs(stat["mean"] - level)
     near = gap <= noise
@@ -467,19 +465,6 @@ def chance_or_trains(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
     return out
 
 
-def welch_interval(va: list[float], vb: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
-    """Welch's interval for mean(a) - mean(b); None when it is not defined (one seed, or no spread on either)."""
-    na, nb = len(va), len(vb)
-    sa, sb = spread(va), spread(vb)
-    if na < 2 or nb < 2 or sa == sb == 0:
-        return None
-    qa, qb = sa**2 / na, sb**2 / nb
-    df = (qa + qb) ** 2 / (qa**2 / (na - 1) + qb**2 / (nb - 1))
-    half = float(stats.t.ppf((1 + confidence) / 2, df)) * math.sqrt(qa + qb)
-    d = sum(va) / na - sum(vb) / nb
-    return d - half, d + half
-
-
 def no_gain(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
     metric = ctx.metric(claim)
     c = compared(claim, ctx, metric)
@@ -491,7 +476,7 @@ def no_gain(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
         if gap := missing(metric, groups, a, b):
             out.append(gap)
             continue
-        ci = welch_interval(groups[a], groups[b])
+        ci = hs.welch_difference_interval(groups[a], groups[b])
         head = pair_text(a, b, groups[a], groups[b])
         if ci is None:
             why = hs.ONE_SEED if min(len(groups[a]), len(groups[b])) < 2 else hs.NO_SPREAD

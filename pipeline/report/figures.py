@@ -1,16 +1,16 @@
 """The report's curves and standard figures, drawn with the primitives in `pipeline.plots`.
 
 `curves/<variant>.csv` holds epoch, mean, std and n of the study metric over seeds (DVC plots); under
-`figures/` go the per-epoch learning curves (validation and training) with a ±1 std band, the headline metric
+`figures/` go the per-epoch learning curves (validation and training) with a ±1 SD band, the headline metric
 (the best-validation checkpoint's test score) per variant with its 95% interval, the per-layer gradient norms
-after epoch 1, the headline metric against each cost that differs between variants, and the best run's
-confusion matrix. Every axis of a bounded metric stays inside its range (`pipeline.plots.metric_bounds`).
+after epoch 1, the headline metric against each cost that differs between variants (both with their 95%
+intervals), and the best run's confusion matrix. The intervals are analysis.json's own (`honest_stats`); every
+axis of a bounded metric stays inside its range (`pipeline.plots.metric_bounds`).
 """
 
 from __future__ import annotations
 
 import csv
-import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,27 +39,13 @@ def curves(runs: list[Run], key: str) -> dict[str, list[list[float]]]:
     return dict(out)
 
 
-def per_epoch(series: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, sample std and count per epoch over the runs that reached it (early-stopped runs end sooner)."""
-    n = max(len(s) for s in series)
-    arr = np.full((len(series), n), np.nan)
-    for i, s in enumerate(series):
-        arr[i, : len(s)] = s
-    count = np.sum(np.isfinite(arr), axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # nanstd(ddof=1) of a single run; replaced by 0 below
-        mean = np.nanmean(arr, axis=0)
-        std = np.where(count > 1, np.nanstd(arr, axis=0, ddof=1), 0.0)
-    return mean, std, count
-
-
 def write_curve_csvs(runs: list[Run], metric: str, curves_dir: Path) -> None:
     """`curves_dir/<variant>.csv` for every variant, replacing the CSVs of an earlier build."""
     curves_dir.mkdir(exist_ok=True)
     for stale in curves_dir.glob("*.csv"):
         stale.unlink()
     for variant, series in curves(runs, metric).items():
-        mean, std, count = per_epoch(series)
+        mean, std, count = plots.per_epoch(series)
         with (curves_dir / f"{_safe(variant)}.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["epoch", "mean", "std", "n"])
@@ -88,30 +74,17 @@ def _differ(values: list[float], rel: float = 0.05) -> bool:
     return top > 0 and (max(values) - min(values)) > rel * top
 
 
-def interval(stat: dict[str, Any]) -> tuple[float, float] | float:
-    """An error bar for `plots.scatter_xy`: the 95% interval when there is one (it stays in range), else 0."""
-    if stat.get("ci_low") is None:
-        return 0.0
-    return (stat["ci_low"], stat["ci_high"])
-
-
 def cost_plots(study: str, analysis: dict[str, Any], figures: Path) -> list[Path]:
     """The headline metric against each cost (COSTS) that differs between the variants, with 95% intervals."""
     metric = analysis["metric"]
     made = []
     for key, label in COSTS:
         points = [
-            {
-                "label": v,
-                "x": r[key]["mean"],
-                "xerr": interval(r[key]),
-                "y": r[metric]["mean"],
-                "yerr": interval(r[metric]),
-            }
+            {"label": v, "x": r[key], "y": r[metric]}
             for v, r in analysis["variants"].items()
             if "mean" in r.get(key, {}) and "mean" in r.get(metric, {})
         ]
-        xs = [p["x"] for p in points]
+        xs = [p["x"]["mean"] for p in points]
         if not _differ(xs):
             continue
         made.append(
@@ -128,9 +101,10 @@ def cost_plots(study: str, analysis: dict[str, Any], figures: Path) -> list[Path
 
 
 def curve_title(study: str, key: str) -> str:
-    """Curves are per-epoch values, not the checkpoint the headline uses: the title says which split."""
+    """Curves are per-epoch values, not the checkpoint the headline uses: the title says which split (the legend
+    says what the band is)."""
     split = {"val": "validation", "train": "training", "test": "test"}.get(key.split("_", 1)[0], "")
-    return f"{study}: {split + ' ' if split else ''}{key} per epoch (mean ± 1 std over seeds)"
+    return f"{study}: {split + ' ' if split else ''}{key} per epoch"
 
 
 def standard_figures(study: str, runs: list[Run], analysis: dict[str, Any], figures: Path) -> list[Path]:
@@ -152,7 +126,7 @@ def standard_figures(study: str, runs: list[Run], analysis: dict[str, Any], figu
                 rows,
                 figures / f"final_{metric}.png",
                 metric,
-                f"{study}: {metric} of the best-validation checkpoint (mean, 95% interval, seeds as dots)",
+                f"{study}: {metric} of the best-validation checkpoint",
             )
         )
     grads = first_epoch_layers(runs, "grad_norm/")

@@ -11,11 +11,6 @@ from typing import Any
 
 # Columns of the table besides the headline metric (every summarized metric stays in analysis.json).
 TABLE_METRICS = ("n_params", "samples_per_s")
-TEST_NAMES = {
-    "welch_holm": "Welch t-tests, Holm-adjusted",
-    "welch": "Welch's t-test",
-    "permutation": "a two-sided permutation test of the means",
-}
 VERDICTS = ("confirmed", "contradicted", "inconclusive")
 
 

@@ -12,8 +12,10 @@ from torch import nn
 from pipeline import plots
 from pipeline.runs import Run, by_variant, final, ok_runs, series
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import join, per_untrained_model, stat
+from pipeline.sections.common import per_untrained_model, stat
+from pipeline.text import join
 
+COSTS = ("n_params", "flops_per_sample")
 FIELD = 5  # the receptive field compared: one 5x5 filter (LeNet, AlexNet) or two stacked 3x3 (VGG, ResNet)
 
 
@@ -41,11 +43,8 @@ def architecture_rows(runs: list[Run], metric: str) -> dict[str, dict[str, Any]]
     rows = {}
     for v, rs in by_variant(runs).items():
         rows[v] = {
-            metric: stat([final(r, metric) for r in rs]),
-            "test_accuracy": stat([final(r, "test_accuracy") for r in rs]),
-            "n_params": stat([final(r, "n_params") for r in rs]),
-            "flops_per_sample": stat([final(r, "flops_per_sample") for r in rs]),
-            "samples_per_s": stat([_steady_throughput(r) for r in rs]),
+            **{k: stat([final(r, k) for r in rs], k) for k in (metric, "test_accuracy", *COSTS)},
+            "samples_per_s": stat([_steady_throughput(r) for r in rs], "samples_per_s"),
         }
     return rows
 

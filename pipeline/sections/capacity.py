@@ -11,7 +11,7 @@ from pipeline import plots
 from pipeline.config import TrialConfig
 from pipeline.runs import final, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import clean_fit, logged_config, ms, stat
+from pipeline.sections.common import ACCURACY_GAP, clean_fit, logged_config, ms, stat
 
 
 def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -38,7 +38,10 @@ def capacity_rows(records: list[dict[str, Any]]) -> dict[tuple[int, int], dict[s
         for k in ("n_params", "val_accuracy", "gap", "train_accuracy"):
             if rec.get(k) is not None:
                 cell[k].append(rec[k])
-    return {key: {k: stat(v) for k, v in cell.items()} for key, cell in sorted(acc.items())}
+    return {
+        key: {k: stat(v, k, ACCURACY_GAP if k == "gap" else "auto") for k, v in cell.items()}
+        for key, cell in sorted(acc.items())
+    }
 
 
 def capacity_sentences(rows: dict[tuple[int, int], dict[str, Any]]) -> list[str]:
@@ -116,7 +119,7 @@ def capacity(ctx: Context) -> Result:
     depths = sorted({d for d, _ in rows})
 
     def points(cells: list[tuple[int, int]], x: Callable[[tuple[int, int]], float], y: str) -> list[tuple]:
-        return [(x(c), rows[c][y]["mean"], rows[c][y].get("std", 0.0)) for c in cells if "mean" in rows[c].get(y, {})]
+        return [(x(c), rows[c][y]) for c in cells if "mean" in rows[c].get(y, {})]
 
     by_width = {f"width {w}": [(d, w) for d in depths if (d, w) in rows] for w in widths}
     by_depth = {f"depth {d}": [(d, w) for w in widths if (d, w) in rows] for d in depths}
@@ -127,7 +130,7 @@ def capacity(ctx: Context) -> Result:
             fig / "accuracy_vs_depth.png",
             "hidden layers",
             "val accuracy (last epoch)",
-            f"{ctx.study}: accuracy vs depth per width (mean ± std over seeds)",
+            f"{ctx.study}: accuracy vs depth per width",
         )
     )
     res.figures.append(

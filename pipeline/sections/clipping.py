@@ -16,7 +16,8 @@ from pipeline import plots
 from pipeline.config import TrialConfig
 from pipeline.runs import Run, by_variant, final, is_ok, series, variant
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import join, logged_config, ms, stat
+from pipeline.sections.common import logged_config, ms, stat
+from pipeline.text import join
 
 
 def clip_label(cfg: TrialConfig | None, name: str, with_lr: bool = False) -> str:
@@ -49,16 +50,18 @@ def clipping_rows(runs: list[Run], metric: str) -> dict[str, dict[str, Any]]:
         cfg = configs[v]
         ok = [r for r in rs if is_ok(r)]
         norms = [float(np.mean(series(r, "train_grad_norm") or [np.nan])) for r in rs]
+        # loss rises count epochs after the first: 0 to epochs - 1 is the range their interval keeps
+        rises_range = (0.0, float(max([len(series(r, "train_loss")) - 1 for r in ok] + [1])))
         rows[v] = {
             "label": clip_label(cfg, v, with_lr),
             "lr": cfg.train.lr if cfg else None,
             "grad_clip": cfg.train.grad_clip if cfg else None,
             "runs": len(rs),
             "diverged": sum(r["tags"].get("outcome") == "diverged" for r in rs),
-            metric: stat([final(r, metric) for r in ok]),
-            "loss_rises": stat([loss_rises(series(r, "train_loss")) for r in ok]),
-            "final_train_loss": stat([final_train_loss(r) for r in ok]),
-            "mean_preclip_grad_norm": stat([n for n in norms if math.isfinite(n)]),
+            metric: stat([final(r, metric) for r in ok], metric),
+            "loss_rises": stat([loss_rises(series(r, "train_loss")) for r in ok], "loss_rises", rises_range),
+            "final_train_loss": stat([final_train_loss(r) for r in ok], "final_train_loss"),
+            "mean_preclip_grad_norm": stat([n for n in norms if math.isfinite(n)], "mean_preclip_grad_norm"),
         }
     return rows
 

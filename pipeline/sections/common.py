@@ -1,5 +1,9 @@
 """Helpers shared by several report sections: the text of a generated sentence, a run's logged config, the
-clean re-evaluation of a best checkpoint, and statistics tables over seeds."""
+clean re-evaluation of a best checkpoint, and statistics over seeds.
+
+`stat` is the one summary of a metric over seeds that a reader sees, here and in the generic report above this
+layer (`pipeline.report` imports it): `honest_stats.summarize` inside the range the metric's name gives it
+(`plots.metric_bounds`), because this is the lowest layer that sees both leaves."""
 
 from __future__ import annotations
 
@@ -16,21 +20,34 @@ from torch import nn
 from pipeline import honest_stats as hs
 from pipeline import tracking
 from pipeline.config import TrialConfig
+from pipeline.plots import Bounds, metric_bounds
 from pipeline.runs import Run, by_variant, ok_runs, unflatten
 from pipeline.sections.base import Context
-from pipeline.stats import join, summarize
+from pipeline.text import fmt_p, join
 from pipeline.train import evaluate
 from pipeline.trained import Trained
 
 log = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------- text
+# --------------------------------------------------------------------------- statistics and text
+
+# Ranges that a quantity's name does not give `metric_bounds`, for `stat`'s `bounds`.
+FRACTION: Bounds = (0.0, 1.0)  # an error rate, a share, a mean probability
+ACCURACY_GAP: Bounds = (-1.0, 1.0)  # train minus validation accuracy
+NON_NEGATIVE: Bounds = (0.0, None)  # a KL divergence
 
 
-def stat(values: Sequence[float | None]) -> dict[str, Any]:
-    """The finite values and their summary (n, mean, std, CI); just {"values": []} when none is finite."""
+def stat(
+    values: Sequence[float | None], metric: str, bounds: Bounds | None | str = "auto", *, n_examples: int | None = None
+) -> dict[str, Any]:
+    """The finite values and their summary: n, mean, std and the 95% interval of the mean inside `bounds` (by
+    default `metric_bounds(metric)`; pass them where the name does not say, e.g. an error rate's (0, 1)); just
+    {"values": []} when none is finite. `n_examples`: the test-set size behind an accuracy (`hs.interval`)."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return {"values": vals, **summarize(vals).as_dict()} if vals else {"values": []}
+    if not vals:
+        return {"values": []}
+    rng = metric_bounds(metric) if isinstance(bounds, str) else bounds
+    return hs.summarize(vals, rng, n_examples=n_examples, name=metric).as_dict()
 
 
 def ms(s: dict[str, Any], digits: int = 3) -> str:
@@ -96,9 +113,9 @@ def ranked_variants(ctx: Context) -> list[str]:
 
 
 def comparison(groups: dict[str, list[float]], metric: str, mode: str) -> tuple[str, dict[str, Any]]:
-    """A generated sentence ranking the variants on `metric`, and the table behind it. Pairs are tested as the
-    report's headline is (Welch's t-test, Holm-adjusted over every pair), so a section never calls a difference
-    significant that the headline would not."""
+    """A generated sentence ranking the variants on `metric`, and the table behind it (each variant's `stat`, its
+    rank and its Holm-adjusted p against the first). Pairs are tested as the report's headline is (Welch's t-test,
+    Holm-adjusted over every pair), so a section never calls a difference significant that the headline would not."""
     if not groups:
         return f"No finished run reported {metric}.", {}
     sign = 1 if mode == "max" else -1
@@ -108,14 +125,13 @@ def comparison(groups: dict[str, list[float]], metric: str, mode: str) -> tuple[
     tests = {frozenset((t.a, t.b)): t for t in hs.holm_all_pairs(groups)} if len(groups) > 1 else {}
     table = {
         v: {
-            **summarize(groups[v]).as_dict(),
-            "values": groups[v],
+            **stat(groups[v], metric),
             "rank": rank,
             "p_vs_best": None if v == best else tests[frozenset((v, best))].p_value,
         }
         for rank, v in enumerate(order, start=1)
     }
-    head = f"On {metric}, {best} ranks first ({ms(stat(groups[best]))}, n={len(groups[best])})"
+    head = f"On {metric}, {best} ranks first ({ms(table[best])}, n={len(groups[best])})"
     if len(order) == 1:
         return head + "; there is nothing to compare it with.", table
     beaten = [v for v in order[1:] if tests[frozenset((v, best))].significant]
@@ -130,13 +146,9 @@ def comparison(groups: dict[str, list[float]], metric: str, mode: str) -> tuple[
     return f"{head}; {'; '.join(clauses)} ({method}).", table
 
 
-def fmt_p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
-
-
-def bar_stats(groups: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
-    """Per variant, the summary and values `plots.grouped_bars` draws."""
-    return {v: {**summarize(vals).as_dict(), "values": vals} for v, vals in groups.items()}
+def bar_stats(groups: dict[str, list[float]], metric: str) -> dict[str, dict[str, Any]]:
+    """Per variant, the `stat` of `metric` that `plots.grouped_bars` draws (mean, 95% interval, seeds)."""
+    return {v: stat(vals, metric) for v, vals in groups.items()}
 
 
 def per_untrained_model(

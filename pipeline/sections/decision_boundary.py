@@ -59,9 +59,9 @@ def decision_boundary(ctx: Context) -> Result:
     by_v = by_variant(ok_runs(ctx.runs))
     rows = {
         v: {
-            "test_accuracy": stat([final(r, "test_accuracy") for r in rs]),
-            "test_log_loss": stat([final(r, "test_loss") for r in rs]),
-            "val_log_loss": stat([final(r, "val_loss") for r in rs]),
+            "test_accuracy": stat([final(r, "test_accuracy") for r in rs], "test_accuracy"),
+            "test_log_loss": stat([final(r, "test_loss") for r in rs], "test_loss"),
+            "val_log_loss": stat([final(r, "val_loss") for r in rs], "val_loss"),
         }
         for v, rs in by_v.items()
     }

@@ -14,7 +14,7 @@ from typing import Any
 from pipeline import plots
 from pipeline.runs import by_variant, ok_runs, series
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import clean_fit, logged_config, ms, single_thread, stat
+from pipeline.sections.common import FRACTION, clean_fit, logged_config, ms, single_thread, stat
 
 
 def conv_layers(options: dict[str, Any]) -> int:
@@ -28,9 +28,9 @@ def depth_rows(fits: dict[str, list[dict[str, float]]], shapes: dict[str, tuple[
         v: {
             "layers": shapes[v][0],
             "residual": shapes[v][1],
-            "train_error": stat([1 - f["train_accuracy"] for f in fs]),
-            "train_loss": stat([f["train_loss"] for f in fs]),
-            "val_error": stat([1 - f["val_accuracy"] for f in fs]),
+            "train_error": stat([1 - f["train_accuracy"] for f in fs], "train_error", FRACTION),
+            "train_loss": stat([f["train_loss"] for f in fs], "train_loss"),
+            "val_error": stat([1 - f["val_accuracy"] for f in fs], "val_error", FRACTION),
         }
         for v, fs in fits.items()
         if v in shapes

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.runs import by_variant, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import log_artifact, ms, ranked_variants, single_thread, stat
+from pipeline.sections.common import FRACTION, log_artifact, ms, ranked_variants, single_thread, stat
 
 PROBES = ("dog", "good", "bad", "loves", "quickly", "not", "king", "love", "the")
 K = 5
@@ -130,8 +130,8 @@ def embedding_neighbours(ctx: Context) -> Result:
     best = next(iter(result))
     shown = list(result[best]["neighbours"].items())[:3]
     initial = result[best]["initial"]
-    drift = {v: stat(x) for v, x in values["embedding_drift"].items()}
-    overlap = {v: stat(x) for v, x in values["neighbour_overlap"].items()}
+    drift = {v: stat(x, "embedding_drift", (0.0, 2.0)) for v, x in values["embedding_drift"].items()}  # 1 - cos
+    overlap = {v: stat(x, "neighbour_overlap", FRACTION) for v, x in values["neighbour_overlap"].items()}
     sentences = [
         f"Nearest neighbours in the trained embedding of {best}: "
         + "; ".join(

@@ -11,7 +11,8 @@ from typing import Any
 from pipeline import plots
 from pipeline.runs import Run, by_variant, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import clean_fit, join, logged_config, ms, stat, verb
+from pipeline.sections.common import ACCURACY_GAP, clean_fit, logged_config, ms, stat, verb
+from pipeline.text import join
 
 # Data sets of digits, which a mirror image does not keep (clothing and CIFAR's objects it does).
 MIRROR_BREAKS_LABEL = frozenset({"digits", "mnist"})
@@ -19,13 +20,13 @@ FLIPPING = frozenset({"flip", "crop_flip", "strong"})
 
 
 def gap_rows(fits: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Any]]:
-    """Per variant: clean train and val accuracy and their gap (mean, std over seeds)."""
+    """Per variant: clean train and val accuracy and their gap (mean, std and 95% interval over seeds)."""
     rows = {}
     for v, per_seed in fits.items():
         rows[v] = {
-            "train_accuracy": stat([f["train_accuracy"] for f in per_seed]),
-            "val_accuracy": stat([f["val_accuracy"] for f in per_seed]),
-            "gap": stat([f["train_accuracy"] - f["val_accuracy"] for f in per_seed]),
+            "train_accuracy": stat([f["train_accuracy"] for f in per_seed], "train_accuracy"),
+            "val_accuracy": stat([f["val_accuracy"] for f in per_seed], "val_accuracy"),
+            "gap": stat([f["train_accuracy"] - f["val_accuracy"] for f in per_seed], "gap", ACCURACY_GAP),
         }
     return rows
 

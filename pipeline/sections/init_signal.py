@@ -49,10 +49,7 @@ def init_signal(ctx: Context) -> Result:
     runs = ok_runs(ctx.runs)
     by_v = by_variant(runs)
     first = {
-        v: {
-            "train_loss_epoch1": stat([at_epoch(r, "train_loss", 1) for r in rs]),
-            "val_loss_epoch1": stat([at_epoch(r, "val_loss", 1) for r in rs]),
-        }
+        v: {f"{key}_epoch1": stat([at_epoch(r, key, 1) for r in rs], key) for key in ("train_loss", "val_loss")}
         for v, rs in by_v.items()
     }
     res.tables["first_epoch"] = first

@@ -8,6 +8,7 @@ from typing import Any
 from pipeline import plots
 from pipeline.runs import by_variant, finite_final, int_param, ok_runs
 from pipeline.sections.base import Context, Result, register_section
+from pipeline.sections.common import stat
 
 
 @register_section("lm_perplexity")
@@ -58,8 +59,8 @@ def lm_perplexity(ctx: Context) -> Result:
                 f"{ngram_best[0]:.3g})."
             )
     fig = plots.perplexity_by_order(
-        {k: [(x, v) for x, v in pts] for k, pts in lines.items()},
-        flat,
+        {k: [(x, stat(v, metric)) for x, v in pts] for k, pts in lines.items()},
+        {k: stat(v, metric) for k, v in flat.items()},
         ctx.out_dir / "figures" / "perplexity_by_n.png",
         f"{ctx.study}: validation perplexity (last epoch) by n-gram order",
     )

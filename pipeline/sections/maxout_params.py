@@ -14,7 +14,8 @@ from torch import nn
 
 from pipeline.runs import by_variant, ok_runs, per_variant
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import join, logged_config, per_untrained_model
+from pipeline.sections.common import logged_config, per_untrained_model
+from pipeline.text import join
 
 
 def _shapes(ctx: Context) -> dict[str, tuple[str | None, tuple[int, ...] | None]]:

@@ -31,7 +31,7 @@ def oov_accuracy(ctx: Context) -> Result:
         table = {"oov": table, "all": t2}
     table = {**table, "values": {"test_oov_accuracy": oov, "test_accuracy": overall}}
     fig = plots.grouped_bars(
-        {"all tokens": bar_stats(overall), "out-of-vocabulary": bar_stats(oov)},
+        {"all tokens": bar_stats(overall, "test_accuracy"), "out-of-vocabulary": bar_stats(oov, "test_oov_accuracy")},
         ctx.out_dir / "figures" / "oov_accuracy.png",
         "test accuracy",
         f"{ctx.study}: tagging accuracy, all tokens vs out-of-vocabulary words",

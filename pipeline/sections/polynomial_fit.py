@@ -14,7 +14,8 @@ from pipeline import plots
 from pipeline.data import Splits
 from pipeline.runs import Run, final, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import join, logged_config, ms, stat
+from pipeline.sections.common import logged_config, ms, stat
+from pipeline.text import join
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor, degree: int) -> list[float]:
@@ -73,7 +74,7 @@ def mse_rows(runs: list[Run]) -> dict[int, dict[str, Any]]:
             v = final(r, f"{split}_loss")
             if v is not None:
                 acc[d][split].append(v)
-    return {d: {"train": stat(v["train"]), "val": stat(v["val"])} for d, v in sorted(acc.items())}
+    return {d: {s: stat(v[s], f"{s}_loss") for s in ("train", "val")} for d, v in sorted(acc.items())}
 
 
 @register_section("polynomial_fit")
@@ -98,17 +99,14 @@ def polynomial_fit(ctx: Context) -> Result:
     if data is not None and "noise_std" in data.meta:
         noise_var = float(data.meta["noise_std"]) ** 2
     hlines = {f"noise variance {noise_var:.3g}": noise_var} if noise_var else None
-    series = {
-        split: [(d, row[split]["mean"], row[split]["std"]) for d, row in mse.items() if "mean" in row[split]]
-        for split in ("train", "val")
-    }
+    series = {split: [(d, row[split]) for d, row in mse.items() if "mean" in row[split]] for split in ("train", "val")}
     res.figures.append(
         plots.series_xy(
             {f"{s} MSE": pts for s, pts in series.items()},
             ctx.out_dir / "figures" / "mse_vs_degree.png",
             "polynomial degree",
             "mean squared error (last epoch)",
-            f"{ctx.study}: MSE vs degree (mean ± std over seeds)",
+            f"{ctx.study}: MSE vs degree",
             logy=True,
             hlines=hlines,
         )
@@ -163,12 +161,10 @@ def polynomial_fit(ctx: Context) -> Result:
             "not by the data."
         )
     n = max(len(truth), *(len(r["learned"]) for r in rows.values()))
-    # colour: the truth and each degree's fit; x: the coefficient (plots.grouped_bars' layout)
-    bars = {"true": {f"c{k}": {"mean": c, "std": 0.0} for k, c in enumerate(truth + [0.0] * (n - len(truth)))}}
-    for d, row in rows.items():
-        bars[f"degree {d}"] = {
-            f"c{k}": {"mean": m, "std": sd} for k, (m, sd) in enumerate(zip(row["learned"], row["learned_std"]))
-        }
+    # colour: the truth (a known value, no whisker) and each degree's fit over seeds; x: the coefficient
+    bars = {"true": {f"c{k}": {"mean": c} for k, c in enumerate(truth + [0.0] * (n - len(truth)))}}
+    for d, per_seed in sorted(learned.items()):
+        bars[f"degree {d}"] = {f"c{k}": stat(c, f"c{k}", None) for k, c in enumerate(zip(*per_seed))}
     res.figures.append(
         plots.grouped_bars(
             bars,

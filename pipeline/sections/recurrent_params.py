@@ -74,7 +74,7 @@ def recurrent_params(ctx: Context) -> Result:
     metric = ctx.analysis["metric"]
     by_v = by_variant(runs)
     for v, row in counts.items():
-        row[metric] = stat([final(r, metric) for r in by_v[v]])
+        row[metric] = stat([final(r, metric) for r in by_v[v]], metric)
     res.tables["cells"] = counts
     # deterministic counts, repeated once per finished seed, for the claims (`recurrent_params.<quantity>`)
     res.tables["values"] = {

@@ -27,9 +27,9 @@ from pipeline import plots
 from pipeline.data import Splits
 from pipeline.runs import Run, by_variant, finite_final, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import comparison, join, ms, ranked_variants, single_thread, stat
-from pipeline.stats import summarize
+from pipeline.sections.common import FRACTION, comparison, ms, ranked_variants, single_thread, stat
 from pipeline.tasks.generative import feature_gaussian, frechet_distance
+from pipeline.text import join
 
 JUDGE_STEPS = 600  # Adam steps of batch 128: ~70 epochs of 8x8 digits, ~8 of a 10k MNIST subset
 SAMPLE_SEED = 0
@@ -110,7 +110,7 @@ def objective_sentence(values: dict[str, dict[str, list[float]]]) -> str | None:
     variants = list(dict.fromkeys(v for per in values.values() for v in per))
     for variant in variants:
         items = [
-            f"{label} {ms(stat(values[key.removeprefix('test_')][variant]), digits)}"
+            f"{label} {ms(stat(values[key.removeprefix('test_')][variant], key), digits)}"
             for key, label, digits in OBJECTIVES
             if variant in values.get(key.removeprefix("test_"), {})
         ]
@@ -174,7 +174,7 @@ def sample_quality(ctx: Context) -> Result:
     if prior := scores.get("prior_classifier_fd"):
         sentences.append(
             "Decoding draws from the prior N(0, I) itself (judge-feature FD): "
-            + ", ".join(f"{v} {ms(stat(x), 3)}" for v, x in prior.items())
+            + ", ".join(f"{v} {ms(stat(x, 'prior_classifier_fd'), 3)}" for v, x in prior.items())
             + f"; {join(list(prior))} {'is' if len(prior) == 1 else 'are'} the models with a decoder, and only a VAE "
             "is trained so that the prior decodes to digits."
         )
@@ -192,13 +192,15 @@ def sample_quality(ctx: Context) -> Result:
                 f"{ctx.study}: test images (top) and reconstructions (bottom)",
             )
         )
+    # a mean top-class probability, and the entropy of the mean class distribution: 0 to ln(classes)
+    ranges = {"confidence": FRACTION, "class_entropy": (0.0, math.log(data.info.num_classes))}
     table: dict[str, Any] = {
         "judge_test_accuracy": judge_acc,
         "real_floor": floor,
         "samples_per_run": n,
         "classifier_fd": fd_table,
         **{
-            k: {v: {**summarize(x).as_dict(), "values": x} for v, x in scores[k].items()}
+            k: {v: stat(x, k, ranges.get(k, "auto")) for v, x in scores[k].items()}
             for k in ("confidence", "class_entropy", "prior_classifier_fd")
             if k in scores
         },

@@ -62,7 +62,11 @@ def sentiment_breakdown(ctx: Context) -> Result:
     if any(acc.values()):
         figs.append(
             plots.grouped_bars(
-                {f"{desc} (n={sizes[name]})": bar_stats(acc[name]) for name, (desc, _) in SUBSETS.items() if acc[name]},
+                {
+                    f"{desc} (n={sizes[name]})": bar_stats(acc[name], f"accuracy_{name}")
+                    for name, (desc, _) in SUBSETS.items()
+                    if acc[name]
+                },
                 ctx.out_dir / "figures" / "negation_accuracy.png",
                 "test accuracy",
                 f"{ctx.study}: accuracy by kind of sentence",
