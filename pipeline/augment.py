@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import AugmentName
 from pipeline.errors import ConfigError
 
-AugmentName = Literal["none", "crop", "flip", "crop_flip", "strong", "rotate", "affine"]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -106,13 +106,9 @@ def _default_padding(x: torch.Tensor) -> int:
     return max(1, min(x.shape[-2:]) // 8)
 
 
-AUGMENTS: tuple[str, ...] = ("none", "crop", "flip", "crop_flip", "strong", "rotate", "affine")
+AUGMENTS: tuple[str, ...] = get_args(AugmentName)
 ROTATION_DEGREES = 15.0  # small enough that a 6 does not become a 9, nor a 1 a 7
 SHIFT = 0.125  # of the image side: 1 px at 8 px, as the crop's default padding
-
-
-def list_augments() -> list[str]:
-    return list(AUGMENTS)
 
 
 def build_augment(name: AugmentName, padding: int | None = None) -> Augment:

@@ -213,11 +213,8 @@ def _run(cmd: list[str], root: Path, dry_run: bool) -> int:
 
 
 def load_checked_study(project: Project, name: str, profile: str | None = None) -> Study:
-    """The study's spec in `profile` (default: the one params.yaml names), its report sections checked.
-
-    Called before DVC runs anything: DVC deletes a stage's outputs before its command runs, so a bad
-    section name must fail here, not in the report stage.
-    """
+    """The study's spec in `profile` (default: the one params.yaml names), its report sections checked: before DVC
+    runs anything, so that a bad section name fails at once, not in the report stage after the sweep."""
     from pipeline.config import load_study
     from pipeline.sections import check_sections
 
@@ -232,11 +229,13 @@ def cmd_run(project: Project, args: argparse.Namespace) -> int:
     cmd = run_command(project, name, args.profile)  # checks the profile first
     load_checked_study(project, name, args.profile)
     if not args.dry_run:
-        # Every study in every profile and the services, before DVC deletes or writes a file (and, with --profile,
-        # before `dvc exp run -S` edits params.yaml, which a refused run would leave edited).
+        # Every study in every profile and the services before DVC starts a stage (and, with --profile, before
+        # `dvc exp run -S` edits params.yaml, which a refused run would leave edited). No output would be lost
+        # either way (every one is `persist: true`); the time a doomed stage would spend is.
         from pipeline.preflight import preflight
+        from pipeline.sections import check_sections
 
-        preflight(project.params_file, project.paths(name)["spec"].parent)
+        preflight(project.params_file, project.paths(name)["spec"].parent, check_report=check_sections)
     return _run(cmd, project.root, args.dry_run)
 
 

@@ -6,24 +6,45 @@ trials are resolved in layers, later ones winning:
     params.defaults  <-  experiments/<study>.yaml  <-  params.profiles[<profile>]
                      <-  the study's own profiles[<profile>]  <-  one point of the search space
 
-Every error is a `ConfigError` naming the file, the dotted key and what is allowed.
+Every error is a `ConfigError` naming the file, the dotted key and what is allowed. The bounds below are far above
+any study in experiments/ and low enough to catch a typo'd exponent.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticUserError,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ConfigError
+from pipeline.registry import MAX_COUNT, Float
+
+MAX_EPOCHS = 10_000
+MAX_BATCH = 1_000_000
+MAX_SEEDS = 1_000
+MAX_SAMPLES = 1_000
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are errors, and so are YAML's .inf and .nan where a number is asked for. Numbers are typed
+    # StrictInt or registry.Float, which YAML's true cannot pass as.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- params.yaml
@@ -31,29 +52,29 @@ class Strict(BaseModel):
 
 class DataRoot(Strict):
     root: str = "data/raw"  # torchvision data sets live under <root>/<Class>/raw
-    download: bool = False
+    download: StrictBool = False
 
 
 class MlflowConfig(Strict):
     tracking_uri: str = "sqlite:///mlflow.db"  # relative paths are relative to the project root
-    async_logging: bool = True
+    async_logging: StrictBool = True
 
 
 class RayConfig(Strict):
     address: str | None = None  # None: RAY_ADDRESS if set, else a local runtime
-    num_cpus: int | None = Field(None, ge=1)  # local runtime only
-    num_gpus: int | None = Field(None, ge=0)
-    workers_per_trial: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(1, gt=0)
-    gpus_per_worker: float = Field(0, ge=0)
-    max_concurrent_trials: int | None = Field(None, ge=1)  # None: derived from the cluster's resources
+    num_cpus: StrictInt | None = Field(None, ge=1)  # local runtime only
+    num_gpus: StrictInt | None = Field(None, ge=0)
+    workers_per_trial: StrictInt = Field(1, ge=1)
+    cpus_per_worker: Float = Field(1, gt=0)
+    gpus_per_worker: Float = Field(0, ge=0)
+    max_concurrent_trials: StrictInt | None = Field(None, ge=1)  # None: derived from the cluster's resources
     storage_path: str = "ray_results"  # Tune/Train results and checkpoints; a shared path on a cluster
-    max_failures: int = Field(2, ge=0)  # retries of a trial (from its last checkpoint) after a crash
+    max_failures: StrictInt = Field(2, ge=0)  # retries of a trial (from its last checkpoint) after a crash
 
 
 class Params(Strict):
     profile: str = "default"
-    seed: int = 0
+    seed: StrictInt = 0
     studies: list[str] = Field(default_factory=list)
     data: DataRoot = Field(default_factory=DataRoot)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
@@ -70,24 +91,26 @@ class Params(Strict):
 
 # --------------------------------------------------------------------------- a trial
 
+AugmentName = Literal["none", "crop", "flip", "crop_flip", "strong", "rotate", "affine"]  # pipeline.augment's
+
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: StrictInt = Field(10, ge=1, le=MAX_EPOCHS)
+    batch_size: StrictInt = Field(64, ge=1, le=MAX_BATCH)
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: Float = Field(0.05, gt=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(0.0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
-    grad_clip: float | None = Field(None, gt=0)  # clip-by-norm threshold
-    augment: Literal["none", "crop", "flip", "crop_flip", "strong", "rotate", "affine"] = "none"
-    train_limit: int | None = Field(None, ge=1)  # use only the first N training samples
-    diagnostics: bool = True  # per-layer gradient/weight norms, dead units, activation std
-    checkpoint_every: int = Field(1, ge=0)  # epochs between checkpoints; 0 turns them off
-    eval_batch_size: int = Field(1024, ge=1)
+    grad_clip: Float | None = Field(None, gt=0)  # clip-by-norm threshold
+    augment: AugmentName = "none"
+    train_limit: StrictInt | None = Field(None, ge=1, le=MAX_COUNT)  # use only the first N training samples
+    diagnostics: StrictBool = True  # per-layer gradient/weight norms, dead units, activation std
+    checkpoint_every: StrictInt = Field(1, ge=0, le=MAX_EPOCHS)  # epochs between checkpoints; 0 turns them off
+    eval_batch_size: StrictInt = Field(1024, ge=1, le=MAX_BATCH)
     # Opt-in speed for GPU runs; the defaults keep CPU studies bit-for-bit as they were.
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward and loss (weights stay fp32)
-    channels_last: bool = False  # NHWC memory layout for image models and batches (faster convs on GPU)
+    channels_last: StrictBool = False  # NHWC memory layout for image models and batches (faster convs on GPU)
 
 
 class Component(Strict):
@@ -108,35 +131,70 @@ class TrialConfig(Strict):
     model: ModelSpec
     dataset: Component
     train: TrainConfig
-    seed: int
+    seed: StrictInt
 
 
 # --------------------------------------------------------------------------- experiments/<study>.yaml
 
 SearchAlgorithm = Literal["grid", "random", "optuna"]
+RANGES = ("uniform", "loguniform", "randint")
+_FORMS = "must be a list of values or one of {grid|choice: [...]}, {uniform|loguniform|randint: [low, high]}"
+
+
+def _refused(message: str) -> PydanticCustomError:
+    """A schema error whose message is whole as it stands (`_message` adds no `(got ...)` to it)."""
+    return PydanticCustomError("config", "{message}", {"message": message})
+
+
+def _check_axis(axis: Any) -> Any:
+    """One search-space axis: a non-empty list, {grid|choice: [values]}, or a well-formed range."""
+    if isinstance(axis, list):
+        if not axis:
+            raise _refused("needs at least one value")
+        return axis
+    if not (isinstance(axis, dict) and len(axis) == 1):
+        raise _refused(_FORMS)
+    ((kind, args),) = axis.items()
+    if kind in ("grid", "choice"):
+        if not (isinstance(args, list) and args):
+            raise _refused(f"{kind} needs a non-empty list of values")
+        return axis
+    if kind not in RANGES:
+        raise _refused(_FORMS)
+    pair = isinstance(args, list) and len(args) == 2
+    numbers = pair and all(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in args)
+    if kind == "randint":
+        rule = "randint needs [low, high] with integers low < high"
+        ok = numbers and all(isinstance(a, int) for a in args) and args[0] < args[1]
+    else:
+        rule = f"{kind} needs [low, high] with finite low < high" + (" and low > 0" if kind == "loguniform" else "")
+        ok = numbers and args[0] < args[1] and (kind != "loguniform" or args[0] > 0)
+    if not ok:
+        raise _refused(f"{rule} (got {args!r})")
+    return axis
 
 
 class Search(Strict):
     algorithm: SearchAlgorithm = "grid"
-    # dotted key -> list of values (grid) or {choice|uniform|loguniform|randint: [...]}
-    space: dict[str, Any] = Field(default_factory=dict)
-    num_samples: int = Field(1, ge=1)  # configurations drawn by random/optuna search
+    # dotted key -> list of values (grid) or {grid|choice|uniform|loguniform|randint: [...]}
+    space: dict[str, Annotated[Any, AfterValidator(_check_axis)]] = Field(default_factory=dict)
+    num_samples: StrictInt = Field(1, ge=1, le=MAX_SAMPLES)  # configurations drawn by random/optuna search
     scheduler: Literal["none", "asha"] = "none"
-    grace_period: int = Field(1, ge=1)  # ASHA: epochs before a trial may be stopped
-    reduction_factor: int = Field(3, ge=2)
+    grace_period: StrictInt = Field(1, ge=1)  # ASHA: epochs before a trial may be stopped
+    reduction_factor: StrictInt = Field(3, ge=2)
 
 
 class Target(Strict):
     """'Epochs to reach <metric> >= value' (or <= for mode min) is reported per trial."""
 
     metric: str = "val_accuracy"
-    value: float
+    value: Float
 
 
 class Resources(Strict):
-    workers_per_trial: int | None = Field(None, ge=1)
-    cpus_per_worker: float | None = Field(None, gt=0)
-    gpus_per_worker: float | None = Field(None, ge=0)
+    workers_per_trial: StrictInt | None = Field(None, ge=1)
+    cpus_per_worker: Float | None = Field(None, gt=0)
+    gpus_per_worker: Float | None = Field(None, ge=0)
 
 
 ClaimKind = Literal["better", "ratio", "extreme", "chance", "trains", "no_gain"]
@@ -164,9 +222,9 @@ class Claim(Strict):
     b: str | list[str] | None = None
     metric: str | None = None
     direction: Literal["max", "min"] | None = None
-    value: float | None = None
-    tolerance: float = Field(0.05, ge=0)
-    margin: float = Field(0.0, ge=0)
+    value: Float | None = None
+    tolerance: Float = Field(0.05, ge=0)
+    margin: Float = Field(0.0, ge=0)
 
 
 class StudySpec(Strict):
@@ -175,7 +233,7 @@ class StudySpec(Strict):
     dataset: dict[str, Any]  # {name: <dataset>, <dataset options>}
     train: dict[str, Any] = Field(default_factory=dict)
     search: Search = Field(default_factory=Search)
-    seeds: int = Field(2, ge=1)
+    seeds: StrictInt = Field(2, ge=1, le=MAX_SEEDS)
     metric: str = "val_accuracy"  # decides best trial, ASHA, the report's ranking
     mode: Literal["max", "min"] = "max"
     target: Target | None = None
@@ -198,7 +256,47 @@ def _first_error(e: ValidationError, model: type[BaseModel], prefix: str) -> Con
         return ConfigError(f"unknown key; allowed: {', '.join(allowed)}", key=key)
     if err["type"] == "missing":
         return ConfigError("required key is missing", key=key)
-    return ConfigError(f"{err['msg']} (got {err.get('input')!r})", key=key)
+    return ConfigError(_message(err, _schema_at(model, err["loc"])), key=key)
+
+
+_INT_ERRORS = {"int_type", "int_parsing", "int_from_float", "greater_than_equal", "less_than_equal"}  # StrictInt's
+
+
+def _message(err: Any, schema: dict[str, Any]) -> str:
+    """pydantic's message, or one that says more: an integer's whole range, YAML's true named as a boolean."""
+    value, kind = err.get("input"), err["type"]
+    if kind == "config":
+        return err["msg"]
+    got = f"{str(value).lower()}, a YAML boolean" if isinstance(value, bool) else repr(value)
+    if schema.get("type") == "integer" and kind in _INT_ERRORS:
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        span = f" >= {lo:,}" if lo is not None else ""
+        if lo is not None and hi is not None:
+            span = f" from {lo:,} to {hi:,}"
+        return f"must be an integer{span} (got {got})"
+    if kind in ("finite_number", "bool_number"):
+        return f"must be a finite number (got {got})"
+    return f"{err['msg']} (got {value!r})"
+
+
+def _schema_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> dict[str, Any]:
+    """The JSON schema of the value at `loc` ({} where it has none of its own): where a message finds its bounds."""
+    try:
+        schema = model.model_json_schema()
+    except PydanticUserError:  # a type without a JSON schema: the message goes without bounds
+        return {}
+    defs = schema.get("$defs", {})
+
+    def own(node: dict[str, Any]) -> dict[str, Any]:  # through a $ref and an Optional
+        node = defs.get(node["$ref"].rsplit("/", 1)[-1], {}) if "$ref" in node else node
+        options = [n for n in node.get("anyOf", ()) if n.get("type") != "null"]
+        return own(options[0]) if len(options) == 1 else node
+
+    node = schema
+    for part in loc:
+        node = own(node)
+        node = node.get("items", {}) if isinstance(part, int) else node.get("properties", {}).get(part, {})
+    return own(node)
 
 
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
@@ -262,8 +360,11 @@ def study_name(path: str | Path) -> str:
     return Path(path).stem
 
 
-def load_study(path: str | Path, params: Params, params_file: str = "params.yaml") -> Study:
-    """Read, layer and validate a study spec, including every point of its search space."""
+def load_study(
+    path: str | Path, params: Params, params_file: str = "params.yaml", check: TrialCheck | None = None
+) -> Study:
+    """Read, layer and validate a study spec, including every point of its search space (see
+    `Study.validate_space` for `check`)."""
     path = Path(path)
     raw = read_yaml(path)
     if not isinstance(raw.get("profiles", {}), dict):
@@ -275,9 +376,7 @@ def load_study(path: str | Path, params: Params, params_file: str = "params.yaml
             file=str(path),
             key="profiles",
         )
-    # The spec as written is checked on its own first, so a profile overlay cannot hide a bad value.
-    base = deep_merge(params.defaults, {k: v for k, v in raw.items() if k != "profiles"})
-    Study(study_name(path), path, validate(StudySpec, base, file=str(path)), params).validate_space()
+    base = spec_as_written(path, raw, params)
     merged = deep_merge(base, params.profiles[params.profile])
     merged = deep_merge(merged, raw.get("profiles", {}).get(params.profile, {}))
     # Profile keys may only name study keys: an error there points at params.yaml.
@@ -289,8 +388,16 @@ def load_study(path: str | Path, params: Params, params_file: str = "params.yaml
     )
     spec: StudySpec = validate(StudySpec, merged, file=str(path))
     study = Study(study_name(path), path, spec, params)
-    study.validate_space()
+    study.validate_space(check)
     return study
+
+
+def spec_as_written(path: Path, raw: dict[str, Any], params: Params) -> dict[str, Any]:
+    """The study file's keys over params.yaml's defaults, before any profile: validated on their own, every point of
+    the space resolved, so that a profile overlay cannot hide a bad value. `raw` is the file's content."""
+    base = deep_merge(params.defaults, {k: v for k, v in raw.items() if k != "profiles"})
+    Study(study_name(path), path, validate(StudySpec, base, file=str(path)), params).validate_space()
+    return base
 
 
 def _component(raw: dict[str, Any], key: str) -> dict[str, Any]:
@@ -307,6 +414,11 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
         if not isinstance(d, dict):  # `model.activation.x`: activation holds a value, not options
             raise ConfigError(f"{p!r} is a value, not a section with keys", key=key)
     d[last] = value
+
+
+# A check of one resolved trial of a study (the preflight's, against the registries): raises a ConfigError keyed
+# within the study spec (`model.name`, `metric`).
+TrialCheck = Callable[["Study", TrialConfig], None]
 
 
 class Study:
@@ -381,51 +493,47 @@ class Study:
     # ---- search space
 
     def space_values(self, key: str) -> list[Any]:
-        """Representative values of one axis: every grid/choice value, or a range's two ends."""
+        """Representative values of one axis (its form checked by the schema): every grid/choice value, or a
+        range's two ends."""
         v = self.spec.search.space[key]
         if isinstance(v, list):
-            if not v:
-                raise ConfigError("needs at least one value", file=str(self.path), key=f"search.space.{key}")
             return v
-        if isinstance(v, dict) and len(v) == 1:
-            ((kind, args),) = v.items()
-            if kind in ("grid", "choice") and isinstance(args, list) and args:
-                return args
-            if kind in ("uniform", "loguniform", "randint") and isinstance(args, list) and len(args) == 2:
-                if self.spec.search.algorithm == "grid":
-                    raise ConfigError(
-                        f"'{kind}' needs search.algorithm random or optuna; grid takes a list",
-                        file=str(self.path),
-                        key=f"search.space.{key}",
-                    )
-                return args
-        raise ConfigError(
-            "must be a list of values or one of {grid|choice: [...]}, {uniform|loguniform|randint: [low, high]}",
-            file=str(self.path),
-            key=f"search.space.{key}",
-        )
+        ((kind, args),) = v.items()
+        if kind in RANGES and self.spec.search.algorithm == "grid":
+            raise ConfigError(
+                f"'{kind}' needs search.algorithm random or optuna; grid takes a list",
+                file=str(self.path),
+                key=f"search.space.{key}",
+            )
+        return args
 
-    def validate_space(self) -> None:
-        """Resolve the base and every value of every axis now, so a bad value fails before any run starts."""
-        seed = self.seeds[0]
-        self.resolve({}, seed)
+    def validate_space(self, check: TrialCheck | None = None) -> None:
+        """Resolve the base and every value of every axis now, so a bad value fails before any run starts.
+
+        `check` runs on each of those trials too (the preflight's checks against the registries); its ConfigError,
+        keyed within the study spec, is reported like a resolution error."""
+        file, seed = str(self.path), self.seeds[0]
+        try:
+            base = self.resolve({}, seed)
+            if check is not None:
+                check(self, base)
+        except ConfigError as e:
+            raise e.located(file=file) from None
         for key in self.spec.search.space:
             if key.split(".")[0] not in ("model", "dataset", "train"):
                 raise ConfigError(
-                    "search keys start with model., dataset. or train.", file=str(self.path), key=f"search.space.{key}"
+                    "search keys start with model., dataset. or train.", file=file, key=f"search.space.{key}"
                 )
             for value in self.space_values(key):
                 try:
-                    self.resolve({key: value}, seed)
+                    trial = self.resolve({key: value}, seed)
+                    if check is not None:
+                        check(self, trial)
                 except ConfigError as e:
+                    inner = f"{e.key}: " if e.key else ""
                     raise ConfigError(
-                        f"search value {value!r}: {e.message}", file=str(self.path), key=f"search.space.{key}"
+                        f"search value {value!r}: {inner}{e.message}", file=file, key=f"search.space.{key}"
                     ) from None
-
-    def grid_points(self) -> list[dict[str, Any]]:
-        """Every combination of a grid space (the full list of variants)."""
-        keys = list(self.spec.search.space)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.space_values(k) for k in keys))]
 
     def variant(self, point: dict[str, Any]) -> str:
         """A short, stable label for a point of the space: `relu`, or `hidden=[64],lr=0.1`."""

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 TaskKind = Literal["classification", "binary", "regression", "generative", "language_model", "tagging"]
+# What a data set's samples are, as its registry entry declares them: a rank-3 float tensor is an "image" ("unit_image"
+# when its pixels stay in [0, 1], unnormalized), rank 1 a "vector", long token ids "tokens".
+InputKind = Literal["image", "unit_image", "vector", "tokens"]
 
 
 @dataclass(frozen=True)

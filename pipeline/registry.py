@@ -1,21 +1,39 @@
-"""Name -> builder registries, one per axis that varies (models, datasets, tasks)."""
+"""Name -> builder registries, one per axis that varies (models, datasets, tasks), and the value types their
+options share."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ConfigError
 
 T = TypeVar("T")
 
+MAX_WIDTH = 65_536  # far above any study, low enough to catch a typo'd exponent
+MAX_COUNT = 10**9
+
+
+def _not_a_bool(value: Any) -> Any:
+    # YAML's true and false are bools, which pydantic takes as 1 and 0 wherever a number is asked for
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_number", "a YAML boolean is not a number")
+    return value
+
+
+# A number that YAML's true cannot pass as; finite where the model's config says allow_inf_nan=False (Options do).
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+Width = Annotated[StrictInt, Field(ge=1, le=MAX_WIDTH)]  # units or channels of one layer
+Count = Annotated[StrictInt, Field(ge=1, le=MAX_COUNT)]  # layers, blocks, samples, parameters
+
 
 class Options(BaseModel):
-    """Base for a family's own options: unknown keys are errors."""
+    """Base for a family's own options: unknown keys are errors, and so are YAML's .inf and .nan."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Entry(Generic[T]):

@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from pipeline.paths import project_root
 
-TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 # MLflow 3's UI opens an experiment without this tag on its GenAI page (traces, token usage); with it, on the runs.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 # What the pipeline itself writes into tracked files while it runs (`dvc repro` rewrites dvc.lock after every stage,
@@ -33,11 +33,24 @@ def resolve_tracking_uri(configured: str, root: Path | None = None) -> str:
     because trials run in other working directories."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     root = root or project_root()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(root / uri[len('sqlite:///') :]).resolve()}"
+    path = local_store_path(uri) if uri.startswith("sqlite:") else None
+    if path is not None and not path.is_absolute():
+        # the inverse of local_store_path's reading: `%` would be unquoted, `?` would start the query
+        text = str((root / path).resolve()).replace("%", "%25").replace("?", "%3F")
+        return f"sqlite:///{text}{''.join(uri.partition('?')[1:])}"
     if "://" not in uri:
         return (root / uri).resolve().as_uri()
     return uri
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file of a `sqlite:///` tracking store or the folder of a `file:` one, as MLflow opens it (SQLAlchemy
+    unquotes a sqlite path and drops its `?query`; MLflow unquotes a file URI's path); None for other schemes."""
+    if uri.startswith("sqlite:///"):
+        return Path(unquote(uri[len("sqlite:///") :].partition("?")[0]))
+    if uri.startswith("file:"):
+        return Path(unquote(urlparse(uri).path))
+    return None
 
 
 # MLflow's own switches for its HTTP client (mlflow/environment_variables.py), set where every process opens its
@@ -414,7 +427,6 @@ def store_answers(uri: str, timeout_s: float = 3.0) -> bool:
     """Whether the tracking store is there: a server answers its `/health`, a SQLite file or a file store exists.
     Other stores (a database server) are taken to be there: the calls on them fail on their own."""
     import urllib.request
-    from urllib.parse import unquote, urlparse
 
     if uri.startswith(("http://", "https://")):
         try:
@@ -422,11 +434,10 @@ def store_answers(uri: str, timeout_s: float = 3.0) -> bool:
                 return answer.status == 200
         except OSError:  # refused, reset, timed out, or an HTTP error status
             return False
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :].split("?")[0]).is_file()  # sqlite:////abs/path -> /abs/path
-    if uri.startswith("file:"):
-        return Path(unquote(urlparse(uri).path)).is_dir()
-    return True
+    path = local_store_path(uri)
+    if path is None:
+        return True
+    return path.is_file() if uri.startswith("sqlite:") else path.is_dir()
 
 
 def close_sweep_runs(uri: str, experiment_id: str, sweep_id: str, status: str, reason: str) -> int:

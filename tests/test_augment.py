@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.augment import (
+    AUGMENTS,
     ROTATION_DEGREES,
     build_augment,
     cutout,
     horizontal_flip,
-    list_augments,
     random_affine,
     random_crop,
 )
@@ -22,7 +22,7 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("name", list_augments())
+@pytest.mark.parametrize("name", AUGMENTS)
 @pytest.mark.parametrize(("shape", "padding"), [((5, 1, 8, 8), 1), ((5, 1, 28, 28), None), ((5, 3, 32, 32), 4)])
 def test_every_policy_preserves_shape_and_dtype(name: str, shape: tuple[int, ...], padding: int | None) -> None:
     x = torch.rand(shape)

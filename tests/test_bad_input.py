@@ -105,6 +105,36 @@ def index_argv(root: Path) -> list[str]:
     ]
 
 
+# --------------------------------------------------------------------------- 0. a study's report sections
+
+
+def test_a_report_section_typo_stops_the_preflight_and_the_specs_stage(tmp_path):
+    """`report: [recurrent_paramz]` in the repository's rnn_cells study: refused before any sweep, by
+    `python -m pipeline.preflight` and by the specs stage (the first of `dvc repro`), in one line naming the file, the
+    key and the sections there are; no fingerprint is written."""
+    from pipeline.sections import list_sections
+
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    study = tmp_path / "experiments" / "rnn_cells.yaml"
+    text = study.read_text()
+    assert "report: [recurrent_params]" in text
+    study.write_text(text.replace("report: [recurrent_params]", "report: [recurrent_paramz]"))
+    expected = (
+        "error: experiments/rnn_cells.yaml: report.0: unknown report section 'recurrent_paramz'; "
+        f"allowed: {', '.join(list_sections())}"
+    )
+    commands = [
+        [sys.executable, "-m", "pipeline.preflight", "--no-services"],
+        [sys.executable, str(REPO / "stages" / "specs.py"), "--experiments", "experiments", "--out", "specs"],
+    ]
+    for cmd in commands:
+        res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and res.stdout == "", res.stderr
+        assert one_line(res.stderr) == expected
+    assert not (tmp_path / "specs").exists()
+
+
 # --------------------------------------------------------------------------- 1. prepared data
 
 

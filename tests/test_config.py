@@ -34,7 +34,7 @@ def test_repo_params_and_activations_spec_validate():
     study = load_study(REPO / "experiments" / "activations.yaml", params)
     assert study.name == "activations"
     # whole-model variants: each activation, and ReLU with Kaiming init
-    models = [p["model"] for p in study.grid_points()]
+    models = study.space_values("model")
     assert {"sigmoid", "tanh", "relu", "maxout"} <= {m["activation"] for m in models}
     maxout = next(m for m in models if m["activation"] == "maxout")
     cfg = study.resolve({"model": {**maxout}}, 7)
@@ -53,8 +53,21 @@ def test_layering_profile_overrides_study(tmp_path):
     [
         ("trian", {"epochs": 3}, "trian", "unknown key; allowed: question, model"),
         ("train.epoch", 3, "train.epoch", "unknown key; allowed: epochs"),
-        ("train.epochs", "ten", "train.epochs", "valid integer"),
-        ("train.epochs", 0, "train.epochs", "greater than or equal to 1"),
+        ("train.epochs", "ten", "train.epochs", "must be an integer from 1 to 10,000 (got 'ten')"),
+        ("train.epochs", 0, "train.epochs", "must be an integer from 1 to 10,000 (got 0)"),
+        # what the schema refuses itself: YAML's true as a number, .inf, bounds, malformed search distributions
+        ("train.epochs", True, "train.epochs", "must be an integer from 1 to 10,000 (got true, a YAML boolean)"),
+        ("train.lr", float("inf"), "train.lr", "must be a finite number (got inf)"),
+        ("train.momentum", True, "train.momentum", "must be a finite number (got true, a YAML boolean)"),
+        ("seeds", 5000, "seeds", "must be an integer from 1 to 1,000 (got 5000)"),
+        ("model.hidden", [8, -1], "model.hidden.1", "must be an integer from 1 to 65,536 (got -1)"),
+        ("dataset", {"name": "two_class", "noise": float("nan")}, "dataset.noise", "must be a finite number (got nan)"),
+        (
+            "search",
+            {"algorithm": "random", "space": {"train.lr": {"loguniform": [0, 0.1]}}},
+            "search.space.train.lr",
+            "loguniform needs [low, high] with finite low < high and low > 0 (got [0, 0.1])",
+        ),
         ("model.activation", "relux", "model.activation", "'sigmoid', 'tanh', 'relu', 'leaky_relu' or 'maxout'"),
         ("model.name", "transformer", "model.name", "unknown model 'transformer'; allowed: "),
         ("dataset.name", "imagenet", "dataset.name", "unknown dataset 'imagenet'; allowed: "),
@@ -141,14 +154,14 @@ def test_stage_missing_experiment_file_exits_2(tmp_path):
 
 
 def test_a_grid_under_asha_runs_in_a_seeded_shuffled_order(tmp_path):
-    from pipeline.sweep import _param_space
+    from pipeline.tune.tuner import param_space
 
     lrs = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008]
     spec = _with(_with(TINY_SPEC, "search.space", {"train.lr": lrs}), "search.algorithm", "grid")
 
     def order(scheduler: str, seed: int = 0) -> list[float]:
         study = _study(tmp_path, _with(spec, "search.scheduler", scheduler), seed=seed)
-        return _param_space(study)["train.lr"]["grid_search"]
+        return param_space(study)["train.lr"]["grid_search"]
 
     assert order("none") == lrs  # a plain grid runs as written
     shuffled = order("asha")

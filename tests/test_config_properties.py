@@ -8,6 +8,7 @@ built from a vocabulary of real and near-miss keys, and the repository's own fil
 from __future__ import annotations
 
 import copy
+import itertools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -153,7 +154,9 @@ def _check_study(folder: Path, spec_text: str | bytes, params_path: Path | None 
         # What a trial does next: resolve points of the space. Each axis value alone was validated; a
         # combination may still be refused, but only with a ConfigError.
         if study.spec.search.algorithm == "grid":
-            for point in study.grid_points()[:50]:
+            keys = list(study.spec.search.space)
+            for values in itertools.islice(itertools.product(*(study.space_values(k) for k in keys)), 50):
+                point = dict(zip(keys, values))
                 _one_line_or_ok(lambda point=point: study.resolve(point, study.seeds[0]))
         return study
 

@@ -6,11 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from pipeline.datainfo import DataInfo
 from pipeline.errors import ConfigError
-from pipeline.models import MODELS, build_model, list_models
+from pipeline.models import MODELS, READS, build_model
 from pipeline.models.init import INIT_SCHEMES, apply_init
 from pipeline.models.rnn import hidden_size_for_params, recurrent_parameter_count
 
@@ -20,7 +21,7 @@ INFOS = {
     "cifar": DataInfo((3, 32, 32), 10),
     "vector": DataInfo((20,), 4),
 }
-# which inputs a family accepts, from `register_model(..., inputs=...)`; families without the key take any
+# the input ranks each `register_model(..., inputs=...)` category takes here
 RANKS = {"image": {3}, "vector": {1}, "any": {1, 3}, "tokens": set(), "generative": set()}
 # "tokens" (text families) and "generative" (dict outputs) have their own forward/backward tests:
 # tests/test_text.py and tests/test_generative.py
@@ -37,8 +38,8 @@ def _one_thread() -> Iterator[None]:
 
 def _cases() -> list:
     cases = []
-    for name in list_models():
-        ranks = RANKS[MODELS.get(name).meta.get("inputs", "any")]
+    for name in MODELS.names():
+        ranks = RANKS[MODELS.get(name).meta["inputs"]]
         for data, info in INFOS.items():
             if len(info.input_shape) in ranks:
                 cases.append(pytest.param(name, info, id=f"{name}-{data}"))
@@ -60,9 +61,23 @@ def test_forward_backward(name: str, info: DataInfo) -> None:
             assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
 
 
-def test_every_family_declares_known_inputs() -> None:
-    for name in list_models():
-        assert MODELS.get(name).meta.get("inputs", "any") in RANKS, name
+def test_every_input_category_is_tested() -> None:
+    assert set(RANKS) == set(READS)  # register_model refuses any other category
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_options_refuse_yaml_booleans_and_infinities_as_numbers(name: str) -> None:
+    """Every number option of every family, from its JSON schema: YAML's true is not a number, .inf not a width."""
+    options = MODELS.get(name).options
+    for field, schema in options.model_json_schema()["properties"].items():
+        schema = next((s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"), schema)
+        kind = schema["items"].get("type") if schema.get("type") == "array" else schema.get("type")
+        if kind not in ("integer", "number"):
+            continue
+        for bad in (True, float("inf")):
+            value = [bad] if schema.get("type") == "array" else bad
+            with pytest.raises(ValidationError):
+                options.model_validate({field: value})
 
 
 def test_image_family_rejects_vector_input() -> None:

@@ -20,7 +20,8 @@ from torch import nn
 
 from pipeline import preflight as pf
 from pipeline.config import TrainConfig
-from pipeline.datainfo import DataInfo
+from pipeline.datainfo import DataInfo, InputKind
+from pipeline.preflight.__main__ import main as preflight_main
 from tests.conftest import REPO, TINY_SPEC, free_port, mlflow_process, write_params, write_spec
 
 BIN = Path(sys.executable).parent
@@ -51,7 +52,7 @@ def run(folder: Path, monkeypatch, capsys, *args: str) -> tuple[int, str]:
     Asserts that nothing in the folder changed."""
     monkeypatch.chdir(folder)
     before = listing(folder)
-    code = pf.main(list(args))
+    code = preflight_main(list(args))
     out, err = capsys.readouterr()
     assert listing(folder) == before
     assert not (folder / "mlflow.db").exists()
@@ -89,7 +90,7 @@ def test_repo_config_passes_from_the_command_line() -> None:
 
 def test_repo_config_passes_with_services(monkeypatch, capsys) -> None:
     monkeypatch.chdir(REPO)
-    assert pf.main([]) == 0, capsys.readouterr().err
+    assert preflight_main([]) == 0, capsys.readouterr().err
     n = len(yaml.safe_load((REPO / "params.yaml").read_text())["studies"])
     assert capsys.readouterr().out.startswith(f"preflight ok: {n} studies")
 
@@ -196,8 +197,9 @@ VAL_LIST = "val_loss, val_accuracy, train_loss, train_grad_norm, epoch_seconds, 
                 search={"space": {"model.name": ["vae", "autoencoder"]}},
             ),
             {},
-            "experiments/s.yaml: metric: 'val_kl' is not reported by task autoencoder (model 'autoencoder' on "
-            "'unit_images', search value model.name='autoencoder'); allowed: val_loss, val_recon_bce,",
+            # the search value that brings the task in is blamed, as for any other value that fails a trial
+            "experiments/s.yaml: search.space.model.name: search value 'autoencoder': metric: 'val_kl' is not "
+            "reported by task autoencoder (model 'autoencoder' on 'unit_images'); allowed: val_loss, val_recon_bce,",
         ),
     ],
 )
@@ -253,9 +255,9 @@ INF, NAN = float("inf"), float("nan")
         (
             {"model": {"name": "mlp", "hidden": [-5]}},
             {},
-            "experiments/s.yaml: model.hidden: must be an integer from 1 to 65,536 (got -5)",
+            "experiments/s.yaml: model.hidden.0: must be an integer from 1 to 65,536 (got -5)",  # the list's item 0
         ),
-        ({"model": {"name": "mlp", "hidden": [100_000]}}, {}, "experiments/s.yaml: model.hidden: must be an integer"),
+        ({"model": {"name": "mlp", "hidden": [100_000]}}, {}, "experiments/s.yaml: model.hidden.0: must be an integer"),
         ({"model": {"name": "resnet", "width": True}}, {}, "experiments/s.yaml: model.width: must be an integer"),
         ({"seeds": 5000}, {}, "experiments/s.yaml: seeds: must be an integer from 1 to 1,000 (got 5000)"),
         ({"seeds": True}, {}, "experiments/s.yaml: seeds: must be an integer from 1 to 1,000 (got true"),
@@ -271,7 +273,7 @@ INF, NAN = float("inf"), float("nan")
             "params.yaml: defaults.train.epochs: must be an integer from 1 to 10,000",
         ),
         ({}, {"profiles.full.train.lr": INF}, "params.yaml: profiles.full.train.lr: must be a finite number (got inf)"),
-        ({}, {"profiles.full.model.hidden": [0]}, "params.yaml: profiles.full.model.hidden: must be an integer from 1"),
+        ({}, {"profiles.full.model.hidden": [0]}, "params.yaml: profiles.full.model.hidden.0: must be an integer from"),
         (
             {"profiles": {"full": {"train": {"batch_size": True}}}},
             {},
@@ -285,7 +287,7 @@ INF, NAN = float("inf"), float("nan")
         (
             {"search": {"space": {"model.hidden": [[8], [8, -1]]}}},
             {},
-            "experiments/s.yaml: search.space.model.hidden: search value [8, -1]: model.hidden: must be an integer",
+            "experiments/s.yaml: search.space.model.hidden: search value [8, -1]: model.hidden.1: must be an integer",
         ),
     ],
 )
@@ -322,13 +324,42 @@ def test_distributions_must_be_well_formed(tmp_path, monkeypatch, capsys, axis, 
     assert line.startswith(f"error: experiments/s.yaml: search.space.{axis}: {message}"), line
 
 
-# --------------------------------------------------------------------------- the tables against the code
+# --------------------------------------------------------------------------- 3b. report sections
 
 
-def test_data_kinds_cover_every_data_set() -> None:
+def test_a_report_section_typo_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    from pipeline.sections import list_sections
+
+    make_project(tmp_path, {"s": spec(report=["recurrent_paramz"])})
+    assert refused(tmp_path, monkeypatch, capsys, "--no-services") == (
+        "error: experiments/s.yaml: report.0: unknown report section 'recurrent_paramz'; "
+        f"allowed: {', '.join(list_sections())}"
+    )
+    # The library call without `check_report` (the study stage's: the specs stage before it checked them) passes.
+    pf.preflight(tmp_path / "params.yaml", tmp_path / "experiments", services=False)
+
+
+def test_a_report_section_typo_in_an_inactive_profile_is_blamed_there(tmp_path, monkeypatch, capsys) -> None:
+    make_project(tmp_path, {"s": spec(report=["capacity"], profiles={"full": {"report": ["capacity", "nope"]}})})
+    line = refused(tmp_path, monkeypatch, capsys, "--no-services")
+    assert line.startswith("error: experiments/s.yaml: profiles.full.report.1: unknown report section 'nope'; "), line
+
+
+# --------------------------------------------------------------------------- the registry entries against the code
+
+
+def test_every_data_set_declares_a_known_input_kind_and_task() -> None:
+    from typing import get_args
+
     from pipeline.data import DATASETS
+    from pipeline.models import MODELS
+    from pipeline.tasks import TASKS
 
-    assert [n for n in DATASETS.names() if pf.data_kind(n) is None] == []
+    for name in DATASETS.names():
+        meta = DATASETS.get(name).meta
+        assert meta["inputs"] in get_args(InputKind) and meta["task"] in TASKS.names(), name
+    for name in MODELS.names():  # and every family that fixes its task names a registered one
+        assert MODELS.get(name).meta["task"] in [None, *TASKS.names()], name
 
 
 @pytest.mark.parametrize(
@@ -356,7 +387,8 @@ def test_data_kinds_match_the_offline_loaders(tmp_path, name, options) -> None:
         inputs = "unit_image" if splits.info.extra.get("normalize") is False else "image"
     else:
         inputs = "vector"
-    assert pf.data_kind(name) == (inputs, splits.info.task)
+    meta = DATASETS.get(name).meta
+    assert (meta["inputs"], meta["task"]) == (inputs, splits.info.task)
 
 
 class _Const(nn.Module):
@@ -389,10 +421,9 @@ def _batch(kind: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def test_task_metrics_are_what_each_task_reports() -> None:
-    """TASK_METRICS recomputed from every registered task: a train step's and an evaluation's finalized sums."""
+    """Every task's registered metrics recomputed from the task: a train step's and an evaluation's finalized sums."""
     from pipeline.tasks import TASKS, task_for
 
-    assert sorted(TASKS.names()) == sorted(pf.TASK_METRICS)
     for kind in TASKS.names():
         task, (model, x, y) = task_for(kind), _batch(kind)
         cfg = TrainConfig()
@@ -401,7 +432,7 @@ def test_task_metrics_are_what_each_task_reports() -> None:
         model.eval()
         with torch.no_grad():
             val = task.finalize(task.batch_sums(model(x), y), "val")
-        expected_train, expected_val = pf.TASK_METRICS[kind]
+        expected_train, expected_val = TASKS.get(kind).meta["train"], TASKS.get(kind).meta["val"]
         assert sorted(train) == sorted(f"train_{k}" for k in expected_train), kind
         assert sorted(val) == sorted(f"val_{k}" for k in expected_val), kind
 
@@ -444,6 +475,31 @@ def test_an_existing_sqlite_store_is_read_without_being_changed(tmp_path, monkey
     con.close()
     make_project(tmp_path, **{"mlflow.tracking_uri": "sqlite:///mine.db"})
     assert run(tmp_path, monkeypatch, capsys)[0] == 0
+
+
+def test_one_reading_of_a_local_store_uri_with_a_space_and_percent_encoding(tmp_path, monkeypatch, capsys) -> None:
+    """resolve_tracking_uri, store_answers and the preflight read a sqlite/file URI alike, and as SQLAlchemy (which
+    MLflow opens a sqlite store with) reads it: percent-decoded, without the `?query`."""
+    from sqlalchemy.engine import make_url
+
+    from pipeline import tracking
+
+    folder = tmp_path / "my store%41"  # a space, and a percent sign that must not be decoded again
+    folder.mkdir()
+    uri = "sqlite:///my%20store%2541/mlflow.db?timeout=5"  # relative: under the project folder
+    resolved = tracking.resolve_tracking_uri(uri, tmp_path)
+    db = folder / "mlflow.db"
+    assert tracking.local_store_path(resolved) == db and make_url(resolved).database == str(db)
+    assert resolved.endswith("?timeout=5")
+    assert tracking.local_store_path(folder.as_uri()) == folder  # a file: store, percent-encoded by as_uri
+    assert tracking.resolve_tracking_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+    make_project(tmp_path, **{"mlflow.tracking_uri": uri})
+    assert not tracking.store_answers(resolved)
+    assert run(tmp_path, monkeypatch, capsys)[0] == 0  # the folder is found; nothing is created in it
+    assert list(folder.iterdir()) == []
+    db.touch()
+    assert tracking.store_answers(resolved) and run(tmp_path, monkeypatch, capsys)[0] == 0
 
 
 def test_an_unknown_tracking_scheme_is_refused(tmp_path, monkeypatch, capsys) -> None:

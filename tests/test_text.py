@@ -27,7 +27,7 @@ from pipeline.data.text import (
 )
 from pipeline.datainfo import DataInfo
 from pipeline.errors import ConfigError
-from pipeline.models import MODELS, build_model, list_models
+from pipeline.models import MODELS, build_model
 from pipeline.tasks import task_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -357,7 +357,7 @@ def test_forward_backward_every_parameter_gets_a_gradient(name, opts, kind, info
 
 def test_every_text_family_is_registered_with_tokens_input() -> None:
     for name in TEXT_FAMILIES:
-        assert name in list_models() and MODELS.get(name).meta["inputs"] == "tokens"
+        assert name in MODELS and MODELS.get(name).meta["inputs"] == "tokens"
     with pytest.raises(ConfigError, match="text data set"):
         build_model("ngram_lm", {}, DataInfo((1, 8, 8), 10))
     with pytest.raises(ConfigError, match="tagging"):

@@ -11,13 +11,12 @@ from pipeline.data import (
     tabular,  # noqa: E402,F401  (registers digits, synthetic, ...)
     vision,  # noqa: E402,F401  (registers mnist, fashion_mnist, cifar10)
 )
-from pipeline.data.base import DATASETS, Splits, list_datasets, register_dataset
+from pipeline.data.base import DATASETS, Splits, register_dataset
 from pipeline.data.store import load_prepared, prepare, prepared_path
 
 __all__ = [
     "DATASETS",
     "Splits",
-    "list_datasets",
     "load_prepared",
     "prepare",
     "prepared_path",

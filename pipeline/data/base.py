@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline.datainfo import DataInfo
-from pipeline.registry import Registry
+from pipeline.datainfo import DataInfo, InputKind, TaskKind
+from pipeline.registry import Options, Registry
 
 
 @dataclass
@@ -54,11 +55,13 @@ class LoadContext:
 
 
 DATASETS: Registry[Splits] = Registry("dataset")
-register_dataset = DATASETS.register
 
 
-def list_datasets() -> list[str]:
-    return DATASETS.names()
+def register_dataset(name: str, options: type[Options], *, inputs: InputKind, task: TaskKind) -> Callable:
+    """File a loader under `name` with what it gives, known without loading anything (the preflight matches
+    models to data sets by it): its input kind and the task its labels are for. tests/test_preflight.py checks both
+    against every loader that runs offline."""
+    return DATASETS.register(name, options, inputs=inputs, task=task)
 
 
 def split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[torch.Tensor, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from pipeline.data.base import DATASETS, LoadContext, Splits, register_dataset
 from pipeline.registry import Options
@@ -17,10 +17,10 @@ from pipeline.registry import Options
 
 class UnitImagesOptions(Options):
     source: Literal["digits", "mnist", "fashion_mnist"] = "digits"
-    subset: int | None = Field(None, ge=1)  # MNIST/Fashion-MNIST: keep the first N shuffled training images
+    subset: StrictInt | None = Field(None, ge=1)  # MNIST/Fashion-MNIST: keep the first N shuffled training images
 
 
-@register_dataset("unit_images", UnitImagesOptions)
+@register_dataset("unit_images", UnitImagesOptions, inputs="unit_image", task="classification")
 def load_unit_images(opts: UnitImagesOptions, ctx: LoadContext) -> Splits:
     """The `source` data set's images and labels, with pixels left in [0, 1] (no standardization)."""
     source_opts = {} if opts.source == "digits" else {"subset": opts.subset}

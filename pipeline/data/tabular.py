@@ -5,16 +5,16 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from pipeline.data.base import LoadContext, Splits, register_dataset, split_indices
 from pipeline.datainfo import DataInfo
-from pipeline.registry import Options
+from pipeline.registry import Float, Options
 
 
 class DigitsOptions(Options):
-    val_fraction: float = Field(0.2, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    val_fraction: Float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: Float = Field(0.2, gt=0, lt=0.5)
 
 
 def _split(x, y, info: DataInfo, fractions, seed: int, meta: dict) -> Splits:
@@ -22,7 +22,7 @@ def _split(x, y, info: DataInfo, fractions, seed: int, meta: dict) -> Splits:
     return Splits(x[tr], y[tr], x[va], y[va], x[te], y[te], info, meta)
 
 
-@register_dataset("digits", DigitsOptions)
+@register_dataset("digits", DigitsOptions, inputs="image", task="classification")
 def load_digits(opts: DigitsOptions, ctx: LoadContext) -> Splits:
     """1,797 real 8x8 handwritten digits (UCI, shipped inside scikit-learn), as 1x8x8 images."""
     from sklearn.datasets import load_digits as sk_digits
@@ -35,15 +35,15 @@ def load_digits(opts: DigitsOptions, ctx: LoadContext) -> Splits:
 
 
 class SyntheticOptions(Options):
-    n_samples: int = Field(2000, ge=30)
-    n_features: int = Field(20, ge=1)
-    n_classes: int = Field(4, ge=2)
-    n_informative: int = Field(10, ge=1)
-    val_fraction: float = Field(0.2, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    n_samples: StrictInt = Field(2000, ge=30)
+    n_features: StrictInt = Field(20, ge=1)
+    n_classes: StrictInt = Field(4, ge=2)
+    n_informative: StrictInt = Field(10, ge=1)
+    val_fraction: Float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: Float = Field(0.2, gt=0, lt=0.5)
 
 
-@register_dataset("synthetic", SyntheticOptions)
+@register_dataset("synthetic", SyntheticOptions, inputs="vector", task="classification")
 def load_synthetic(opts: SyntheticOptions, ctx: LoadContext) -> Splits:
     """Seeded Gaussian-cluster classification (scikit-learn's make_classification)."""
     from sklearn.datasets import make_classification
@@ -73,14 +73,14 @@ def load_synthetic(opts: SyntheticOptions, ctx: LoadContext) -> Splits:
 
 
 class PolyRegressionOptions(Options):
-    n_samples: int = Field(1000, ge=30)
-    true_coefficients: list[float] = Field(default_factory=lambda: [0.5, -1.0, 0.0, 2.0], min_length=1)  # c_0..c_k
-    noise: float = Field(0.1, ge=0)  # standard deviation of the Gaussian noise added to y
-    val_fraction: float = Field(0.2, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    n_samples: StrictInt = Field(1000, ge=30)
+    true_coefficients: list[Float] = Field(default_factory=lambda: [0.5, -1.0, 0.0, 2.0], min_length=1)  # c_0..c_k
+    noise: Float = Field(0.1, ge=0)  # standard deviation of the Gaussian noise added to y
+    val_fraction: Float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: Float = Field(0.2, gt=0, lt=0.5)
 
 
-@register_dataset("poly_regression", PolyRegressionOptions)
+@register_dataset("poly_regression", PolyRegressionOptions, inputs="vector", task="regression")
 def load_poly_regression(opts: PolyRegressionOptions, ctx: LoadContext) -> Splits:
     """Seeded 1-D regression y = sum_k c_k x^k + noise, x ~ U[-1, 1]; x is shape (N, 1), y is (N, 1)."""
     g = torch.Generator().manual_seed(ctx.seed)
@@ -101,14 +101,14 @@ def load_poly_regression(opts: PolyRegressionOptions, ctx: LoadContext) -> Split
 
 
 class TwoClassOptions(Options):
-    n_samples: int = Field(1000, ge=30)
-    separation: float = Field(2.0, ge=0)  # distance between the two class means
-    noise: float = Field(1.0, gt=0)  # standard deviation of each (isotropic) blob
-    val_fraction: float = Field(0.2, gt=0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    n_samples: StrictInt = Field(1000, ge=30)
+    separation: Float = Field(2.0, ge=0)  # distance between the two class means
+    noise: Float = Field(1.0, gt=0)  # standard deviation of each (isotropic) blob
+    val_fraction: Float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: Float = Field(0.2, gt=0, lt=0.5)
 
 
-@register_dataset("two_class", TwoClassOptions)
+@register_dataset("two_class", TwoClassOptions, inputs="vector", task="binary")
 def load_two_class(opts: TwoClassOptions, ctx: LoadContext) -> Splits:
     """Seeded 2-D two-Gaussian-blob problem for logistic regression; y is float {0., 1.} of shape (N, 1)."""
     g = torch.Generator().manual_seed(ctx.seed)

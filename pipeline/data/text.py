@@ -50,12 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
 from pipeline.data.base import LoadContext, Splits, register_dataset, split_indices
 from pipeline.datainfo import DataInfo
 from pipeline.errors import ConfigError
-from pipeline.registry import Options
+from pipeline.registry import Float, Options
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -388,21 +388,22 @@ def _width(seqs: Iterable[Sequence], cap: int, extra: int = 0) -> int:
 
 
 class TextOptions(Options):
-    min_freq: int = Field(1, ge=1)  # training-split count a token needs to enter the vocabulary
-    max_vocab: int = Field(10_000, ge=8)  # including the 4 special tokens; bounds the stored vocabulary too
-    max_len: int = Field(40, ge=2)  # tokens per row (longer rows are cut; tagging splits them instead)
+    min_freq: StrictInt = Field(1, ge=1)  # training-split count a token needs to enter the vocabulary
+    max_vocab: StrictInt = Field(10_000, ge=8)  # including the 4 special tokens; bounds the stored vocabulary too
+    max_len: StrictInt = Field(40, ge=2)  # tokens per row (longer rows are cut; tagging splits them instead)
 
 
 class GrammarOptions(TextOptions):
-    n_sentences: int = Field(3000, ge=20)
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    tail: int = Field(400, ge=6)  # generated words per open category: the rare words that end up out of vocabulary
+    n_sentences: StrictInt = Field(3000, ge=20)
+    val_fraction: Float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: Float = Field(0.15, gt=0, lt=0.5)
+    # generated words per open category: the rare words that end up out of vocabulary
+    tail: StrictInt = Field(400, ge=6)
 
 
 class GrammarTaggingOptions(GrammarOptions):
-    min_freq: int = Field(2, ge=1)  # words seen once become <unk>, so the word-only tagger learns what <unk> is
-    max_word_len: int = Field(12, ge=2)  # characters kept per word
+    min_freq: StrictInt = Field(2, ge=1)  # words seen once become <unk>, so the word-only tagger learns what <unk> is
+    max_word_len: StrictInt = Field(12, ge=2)  # characters kept per word
 
 
 def _split_grammar(
@@ -453,7 +454,7 @@ def lm_splits(
     )
 
 
-@register_dataset("grammar_lm", GrammarOptions)
+@register_dataset("grammar_lm", GrammarOptions, inputs="tokens", task="language_model")
 def load_grammar_lm(opts: GrammarOptions, ctx: LoadContext) -> Splits:
     """Grammar sentences for next-word prediction (sequence form; an n-gram model reads the last n-1 ids)."""
     tr, va, te = _split_grammar(opts, ctx)
@@ -498,7 +499,7 @@ def tagging_splits(
     )
 
 
-@register_dataset("grammar_pos", GrammarTaggingOptions)
+@register_dataset("grammar_pos", GrammarTaggingOptions, inputs="tokens", task="tagging")
 def load_grammar_pos(opts: GrammarTaggingOptions, ctx: LoadContext) -> Splits:
     """Grammar sentences with gold UPOS tags; y[..., 1] marks words outside the training vocabulary."""
     tr, va, te = _split_grammar(opts, ctx)
@@ -543,7 +544,7 @@ def classification_splits(
     )
 
 
-@register_dataset("grammar_sentiment", GrammarOptions)
+@register_dataset("grammar_sentiment", GrammarOptions, inputs="tokens", task="classification")
 def load_grammar_sentiment(opts: GrammarOptions, ctx: LoadContext) -> Splits:
     """Grammar sentences with a non-zero sentiment score, labelled 1 (positive) or 0 (negative)."""
     tr, va, te = _split_grammar(opts, ctx, polar_only=True)
@@ -584,14 +585,14 @@ def _read_lines(path: Path) -> list[str]:
 
 class TextFileOptions(TextOptions):
     path: str = "text/tinyshakespeare.txt"  # under data.root unless absolute
-    lowercase: bool = True
-    min_freq: int = Field(2, ge=1)
-    max_lines: int | None = Field(None, ge=10)  # keep the first N non-empty lines (fast runs)
-    val_fraction: float = Field(0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    lowercase: StrictBool = True
+    min_freq: StrictInt = Field(2, ge=1)
+    max_lines: StrictInt | None = Field(None, ge=10)  # keep the first N non-empty lines (fast runs)
+    val_fraction: Float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: Float = Field(0.1, gt=0, lt=0.5)
 
 
-@register_dataset("text_lm", TextFileOptions)
+@register_dataset("text_lm", TextFileOptions, inputs="tokens", task="language_model")
 def load_text_lm(opts: TextFileOptions, ctx: LoadContext) -> Splits:
     """A plain-text file for word-level language modelling: each non-empty line is one sequence. The split is
     contiguous (train first, then validation, then test), so the model is scored on text it has not seen."""
@@ -645,12 +646,12 @@ class ConllOptions(TextOptions):
     train_path: str = "text/pos/en_ewt-ud-train.conllu"
     val_path: str = "text/pos/en_ewt-ud-dev.conllu"
     test_path: str = "text/pos/en_ewt-ud-test.conllu"
-    min_freq: int = Field(2, ge=1)
-    max_word_len: int = Field(12, ge=2)
-    max_sentences: int | None = Field(None, ge=1)  # keep the first N sentences of each file (fast runs)
+    min_freq: StrictInt = Field(2, ge=1)
+    max_word_len: StrictInt = Field(12, ge=2)
+    max_sentences: StrictInt | None = Field(None, ge=1)  # keep the first N sentences of each file (fast runs)
 
 
-@register_dataset("conllu_pos", ConllOptions)
+@register_dataset("conllu_pos", ConllOptions, inputs="tokens", task="tagging")
 def load_conllu_pos(opts: ConllOptions, ctx: LoadContext) -> Splits:
     """Part-of-speech tagging from CoNLL-U files (the UPOS column); the tag set is the training file's."""
     splits = []
@@ -692,12 +693,12 @@ class TsvOptions(TextOptions):
         ],
         min_length=1,
     )
-    lowercase: bool = True
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    lowercase: StrictBool = True
+    val_fraction: Float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: Float = Field(0.15, gt=0, lt=0.5)
 
 
-@register_dataset("tsv_sentiment", TsvOptions)
+@register_dataset("tsv_sentiment", TsvOptions, inputs="tokens", task="classification")
 def load_tsv_sentiment(opts: TsvOptions, ctx: LoadContext) -> Splits:
     """Labelled sentences from `sentence<TAB>label` files, pooled and split at random (seeded)."""
     rows = [r for p in opts.paths for r in read_labelled(resolve_path(p, ctx), opts.lowercase)]

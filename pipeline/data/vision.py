@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from pipeline.data.base import LoadContext, Splits, register_dataset, split_indices
 from pipeline.datainfo import DataInfo
 from pipeline.errors import ConfigError
-from pipeline.registry import Options
+from pipeline.registry import Float, Options
 
 
 def _how_to_get(files: str, where: Path) -> str:
@@ -31,8 +31,8 @@ def _how_to_get(files: str, where: Path) -> str:
 
 
 class VisionOptions(Options):
-    val_fraction: float = Field(0.1, gt=0, lt=0.5)  # carved from the official training set
-    subset: int | None = Field(None, ge=1)  # keep the first N shuffled training samples (fast runs)
+    val_fraction: Float = Field(0.1, gt=0, lt=0.5)  # carved from the official training set
+    subset: StrictInt | None = Field(None, ge=1)  # keep the first N shuffled training samples (fast runs)
 
 
 def train_val_indices(n: int, val_fraction: float, subset: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,19 +152,19 @@ def _load(name: str, class_name: str, opts: VisionOptions, ctx: LoadContext) -> 
     )
 
 
-@register_dataset("mnist", VisionOptions)
+@register_dataset("mnist", VisionOptions, inputs="image", task="classification")
 def load_mnist(opts: VisionOptions, ctx: LoadContext) -> Splits:
     """MNIST handwritten digits, 1x28x28, 60k train (minus validation) / 10k test."""
     return _load("mnist", "MNIST", opts, ctx)
 
 
-@register_dataset("fashion_mnist", VisionOptions)
+@register_dataset("fashion_mnist", VisionOptions, inputs="image", task="classification")
 def load_fashion_mnist(opts: VisionOptions, ctx: LoadContext) -> Splits:
     """Fashion-MNIST clothing images, 1x28x28, 60k train (minus validation) / 10k test."""
     return _load("fashion_mnist", "FashionMNIST", opts, ctx)
 
 
-@register_dataset("cifar10", VisionOptions)
+@register_dataset("cifar10", VisionOptions, inputs="image", task="classification")
 def load_cifar10(opts: VisionOptions, ctx: LoadContext) -> Splits:
     """CIFAR-10 colour images, 3x32x32, 50k train (minus validation) / 10k test."""
     return _load("cifar10", "CIFAR10", opts, ctx)

@@ -12,13 +12,13 @@ from functools import partial
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 from torch import nn
 
 from pipeline.datainfo import DataInfo
 from pipeline.errors import ConfigError
 from pipeline.models import register_model
-from pipeline.registry import Options
+from pipeline.registry import Count, Float, Options, Width
 
 ConvActivation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
 
@@ -63,11 +63,11 @@ def conv_act(
 
 
 class LeNetOptions(Options):
-    width: int = Field(default=6, ge=1)  # first conv's channels; the second gets 8/3 of it (6 -> 16 as in 1998)
-    hidden: list[int] = Field(default_factory=lambda: [120, 84])
+    width: Width = 6  # first conv's channels; the second gets 8/3 of it (6 -> 16 as in 1998)
+    hidden: list[Width] = Field(default_factory=lambda: [120, 84])
     activation: ConvActivation = "relu"
     pool: Literal["max", "avg"] = "max"  # "avg" is closer to LeNet's trainable subsampling
-    batch_norm: bool = False
+    batch_norm: StrictBool = False
 
 
 @register_model("lenet", LeNetOptions, inputs="image")
@@ -100,11 +100,11 @@ def build_lenet(opts: LeNetOptions, info: DataInfo) -> nn.Module:
 
 
 class AlexNetOptions(Options):
-    width: int = Field(default=16, ge=1)  # first conv's channels (64 in AlexNet)
-    hidden: int = Field(default=256, ge=1)  # the two fully connected layers (4096 in AlexNet)
-    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+    width: Width = 16  # first conv's channels (64 in AlexNet)
+    hidden: Width = 256  # the two fully connected layers (4096 in AlexNet)
+    dropout: Float = Field(default=0.5, ge=0.0, lt=1.0)
     activation: ConvActivation = "relu"
-    batch_norm: bool = False  # AlexNet used local response normalization; BN is the modern stand-in
+    batch_norm: StrictBool = False  # AlexNet used local response normalization; BN is the modern stand-in
 
 
 @register_model("alexnet", AlexNetOptions, inputs="image")
@@ -145,11 +145,11 @@ def build_alexnet(opts: AlexNetOptions, info: DataInfo) -> nn.Module:
 
 
 class VGGOptions(Options):
-    width: int = Field(default=16, ge=1)  # first stage's channels, doubled each stage (64 in VGG)
-    depth: int = Field(default=3, ge=1, le=5)  # stages, each ending in a 2x2 max pool
-    blocks: int = Field(default=2, ge=1)  # 3x3 convs per stage
+    width: Width = 16  # first stage's channels, doubled each stage (64 in VGG)
+    depth: StrictInt = Field(default=3, ge=1, le=5)  # stages, each ending in a 2x2 max pool
+    blocks: Count = 2  # 3x3 convs per stage
     activation: ConvActivation = "relu"
-    batch_norm: bool = False
+    batch_norm: StrictBool = False
 
 
 @register_model("vgg", VGGOptions, inputs="image")
@@ -191,11 +191,11 @@ _INCEPTION_STAGES: list[list[tuple[int, ...]]] = [
 
 
 class GoogLeNetOptions(Options):
-    width: int = Field(default=16, ge=1)  # scales every Inception branch; 64 is the paper's size
-    depth: int = Field(default=3, ge=1, le=3)  # Inception stages kept: 3 (2 blocks), 4 (5 blocks), 5 (2 blocks)
-    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    width: Width = 16  # scales every Inception branch; 64 is the paper's size
+    depth: StrictInt = Field(default=3, ge=1, le=3)  # Inception stages kept: 3 (2 blocks), 4 (5 blocks), 5 (2 blocks)
+    dropout: Float = Field(default=0.2, ge=0.0, lt=1.0)
     activation: ConvActivation = "relu"
-    batch_norm: bool = True  # torchvision's BasicConv2d has BN
+    batch_norm: StrictBool = True  # torchvision's BasicConv2d has BN
 
 
 @register_model("googlenet", GoogLeNetOptions, inputs="image")
@@ -245,12 +245,12 @@ def _blocks() -> tuple[type[nn.Module], type[nn.Module]]:
 
 
 class ResNetOptions(Options):
-    width: int = Field(default=16, ge=1)  # first stage's channels, doubled each stage
-    depth: int = Field(default=3, ge=1, le=4)  # stages; all but the first downsample 2x
-    blocks: int = Field(default=1, ge=1)  # BasicBlocks per stage: 6*blocks+2 layers with 3 stages (ResNet-20: 3)
+    width: Width = 16  # first stage's channels, doubled each stage
+    depth: StrictInt = Field(default=3, ge=1, le=4)  # stages; all but the first downsample 2x
+    blocks: Count = 1  # BasicBlocks per stage: 6*blocks+2 layers with 3 stages (ResNet-20: 3)
     activation: ConvActivation = "relu"
-    batch_norm: bool = True
-    residual: bool = True  # False gives the plain network of the same depth
+    batch_norm: StrictBool = True
+    residual: StrictBool = True  # False gives the plain network of the same depth
 
 
 @register_model("resnet", ResNetOptions, inputs="image")
@@ -287,8 +287,8 @@ def build_resnet(opts: ResNetOptions, info: DataInfo) -> nn.Module:
 
 
 class DeepCNNOptions(Options):
-    width: int = Field(default=16, ge=1)
-    depth: int = Field(default=8, ge=1)  # conv3x3 layers, all at input resolution
+    width: Width = 16
+    depth: Count = 8  # conv3x3 layers, all at input resolution
     activation: ConvActivation = "relu"
 
 

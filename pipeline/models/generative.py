@@ -25,12 +25,12 @@ from torch import nn
 from pipeline.datainfo import DataInfo
 from pipeline.errors import ConfigError
 from pipeline.models import register_model
-from pipeline.registry import Options
+from pipeline.registry import Options, Width
 
 
 class GenerativeOptions(Options):
-    latent_dim: int = Field(8, ge=1)
-    hidden: list[int] = Field(default_factory=lambda: [128], min_length=1)  # encoder widths; decoder mirrors them
+    latent_dim: Width = 8
+    hidden: list[Width] = Field(default_factory=lambda: [128], min_length=1)  # encoder widths; decoder mirrors them
 
 
 def _image_shape(info: DataInfo, family: str) -> tuple[int, int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 from torch import nn
 
 from pipeline.datainfo import DataInfo
@@ -15,7 +15,7 @@ from pipeline.registry import Options
 
 
 class LinearOptions(Options):
-    bias: bool = True
+    bias: StrictBool = True
 
 
 @register_model("linear", LinearOptions, inputs="any")
@@ -25,7 +25,7 @@ def build_linear(opts: LinearOptions, info: DataInfo) -> nn.Module:
 
 
 class PolynomialOptions(Options):
-    degree: int = Field(default=3, ge=1, le=10)
+    degree: StrictInt = Field(default=3, ge=1, le=10)
 
 
 class Polynomial(nn.Module):

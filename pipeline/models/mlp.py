@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.datainfo import DataInfo
 from pipeline.models import register_model
-from pipeline.registry import Options
+from pipeline.registry import Float, Options, Width
 
 Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "maxout"]
 
@@ -43,12 +43,12 @@ def hidden_block(activation: str, n_in: int, n_out: int) -> list[nn.Module]:
 
 
 class MLPOptions(Options):
-    hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=0)
+    hidden: list[Width] = Field(default_factory=lambda: [64, 64], min_length=0)
     activation: Activation = "relu"
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
-@register_model("mlp", MLPOptions)
+@register_model("mlp", MLPOptions, inputs="any")
 def build_mlp(opts: MLPOptions, info: DataInfo) -> nn.Module:
     n_in = math.prod(info.input_shape)
     layers: list[nn.Module] = [nn.Flatten()]

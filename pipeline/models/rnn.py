@@ -11,7 +11,7 @@ from torch import nn
 from pipeline.datainfo import DataInfo
 from pipeline.errors import ConfigError
 from pipeline.models import register_model
-from pipeline.registry import Options
+from pipeline.registry import Count, Float, Options, Width
 
 Cell = Literal["rnn", "lstm", "gru"]
 
@@ -22,12 +22,12 @@ _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.
 
 class RNNOptions(Options):
     cell: Cell = "lstm"
-    hidden_size: int = Field(default=64, ge=1)
-    num_layers: int = Field(default=1, ge=1)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # between stacked layers, as torch applies it
+    hidden_size: Width = 64
+    num_layers: Count = 1
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)  # between stacked layers, as torch applies it
     # Equal-budget comparisons: when set, the hidden size is chosen so the recurrent layers have about this
     # many parameters (hidden_size_for_params), and hidden_size is not used.
-    param_budget: int | None = Field(default=None, ge=1)
+    param_budget: Count | None = None
 
 
 def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:

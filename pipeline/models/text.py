@@ -10,14 +10,14 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.datainfo import DataInfo
 from pipeline.errors import ConfigError
 from pipeline.models import register_model
-from pipeline.registry import Options
+from pipeline.registry import Count, Float, Options, Width
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -69,10 +69,10 @@ def lm_embedding(vocab: int, dim: int, pad: int) -> nn.Embedding:
 
 
 class NgramLMOptions(Options):
-    n: int = Field(3, ge=2, le=16)  # the model conditions on the previous n-1 tokens
-    embedding_dim: int = Field(64, ge=1)
-    hidden: int = Field(128, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    n: StrictInt = Field(3, ge=2, le=16)  # the model conditions on the previous n-1 tokens
+    embedding_dim: Width = 64
+    hidden: Width = 128
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class NgramLM(nn.Module):
@@ -104,10 +104,10 @@ class NgramLM(nn.Module):
 
 
 class LSTMLMOptions(Options):
-    embedding_dim: int = Field(64, ge=1)
-    hidden_size: int = Field(128, ge=1)
-    num_layers: int = Field(1, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    embedding_dim: Width = 64
+    hidden_size: Width = 128
+    num_layers: Count = 1
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class LSTMLM(nn.Module):
@@ -149,13 +149,13 @@ def build_lstm_lm(opts: LSTMLMOptions, info: DataInfo) -> nn.Module:
 
 
 class TaggerOptions(Options):
-    embedding_dim: int = Field(64, ge=1)
-    hidden_size: int = Field(64, ge=1)
-    bidirectional: bool = True
-    char_features: bool = False  # add a character LSTM's summary of each word (its prefix and suffix)
-    char_dim: int = Field(16, ge=1)
-    char_hidden: int = Field(24, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    embedding_dim: Width = 64
+    hidden_size: Width = 64
+    bidirectional: StrictBool = True
+    char_features: StrictBool = False  # add a character LSTM's summary of each word (its prefix and suffix)
+    char_dim: Width = 16
+    char_hidden: Width = 24
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class LSTMTagger(nn.Module):
@@ -217,14 +217,14 @@ def build_lstm_tagger(opts: TaggerOptions, info: DataInfo) -> nn.Module:
 
 
 class SentenceOptions(Options):
-    embedding_dim: int = Field(64, ge=1)
-    hidden_size: int = Field(64, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    embedding_dim: Width = 64
+    hidden_size: Width = 64
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class RNNSentimentOptions(SentenceOptions):
     cell: Literal["lstm", "gru"] = "lstm"
-    bidirectional: bool = False
+    bidirectional: StrictBool = False
 
 
 class RNNSentiment(nn.Module):

@@ -6,16 +6,28 @@ The training loop (`pipeline.train.fit`) never forks per family: a family with a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import TrainConfig
+from pipeline.datainfo import TaskKind
 from pipeline.registry import Options, Registry
 
 TASKS: Registry[Task] = Registry("task")
+TRAIN_METRICS = ("loss", "grad_norm")  # what Task.train_step sums, reported as train_<key>
+
+
+def register_task(
+    name: str, *, val: tuple[str, ...], labels: TaskKind | None, train: tuple[str, ...] = TRAIN_METRICS
+) -> Callable[[type[Task]], type[Task]]:
+    """File a task under `name` with what it reports each epoch through `finalize`: `val_<k>` for k in `val` (from
+    batch_sums), `train_<k>` for k in `train` (from train_step); and `labels`, the data set task whose targets its
+    loss reads (None: it ignores them). A study's metric is checked against these before anything runs;
+    tests/test_preflight.py recomputes them from the tasks themselves."""
+    return TASKS.register(name, Options, train=train, val=val, labels=labels)
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -101,7 +113,7 @@ def grad_norm(model: nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-@TASKS.register("classification", Options)
+@register_task("classification", val=("loss", "accuracy"), labels="classification")
 class Classification(Task):
     metric, mode = "val_accuracy", "max"
 
@@ -117,7 +129,7 @@ class Classification(Task):
         return sums
 
 
-@TASKS.register("binary", Options)
+@register_task("binary", val=("loss", "accuracy"), labels="binary")
 class Binary(Task):
     metric, mode = "val_accuracy", "max"
 
@@ -130,7 +142,7 @@ class Binary(Task):
         return sums
 
 
-@TASKS.register("regression", Options)
+@register_task("regression", val=("loss",), labels="regression")
 class Regression(Task):
     def loss(self, out, y):
         return F.mse_loss(out.view(len(y), -1), y.view(len(y), -1).float())

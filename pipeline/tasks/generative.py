@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import TrainConfig
-from pipeline.registry import Options
-from pipeline.tasks.base import TASKS, Task, build_optimizer, clipped_grad_norm
+from pipeline.tasks.base import Task, build_optimizer, clipped_grad_norm, register_task
 
 # --------------------------------------------------------------------------- Fréchet distance
 
@@ -123,7 +122,7 @@ def _recon_sums(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"recon_bce": bce.detach(), "recon_error": mse.detach()}
 
 
-@TASKS.register("autoencoder", Options)
+@register_task("autoencoder", val=("loss", "recon_bce", "recon_error", "fd_pixels"), labels=None)
 class AutoencoderTask(Generative):
     def loss(self, out, y):
         # per image: summed over pixels, averaged over the batch
@@ -141,7 +140,7 @@ def _kl(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum()
 
 
-@TASKS.register("vae", Options)
+@register_task("vae", val=("loss", "recon_bce", "recon_error", "kl", "elbo", "fd_pixels"), labels=None)
 class VAETask(Generative):
     def loss(self, out, y):
         n = len(out["x"])
@@ -188,7 +187,12 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-@TASKS.register("gan", Options)
+@register_task(
+    "gan",
+    train=("loss", "d_loss", "d_accuracy", "g_loss", "grad_norm"),
+    val=("loss", "d_loss", "d_accuracy", "g_loss", "d_real", "d_fake", "fd_pixels"),
+    labels=None,
+)
 class GANTask(Generative):
     """Alternating updates: one discriminator step on a real and a generated batch, then one generator step
     with the non-saturating loss -log D(G(z)). Optimizers: [generator, discriminator]."""

@@ -10,13 +10,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pipeline.registry import Options
-from pipeline.tasks.base import TASKS, Classification, Task
+from pipeline.tasks.base import TRAIN_METRICS, Classification, Task, register_task
 
 IGNORE = -100
 
 
-@TASKS.register("language_model", Options)
+@register_task(
+    "language_model",
+    train=(*TRAIN_METRICS, "perplexity"),
+    val=("loss", "accuracy", "perplexity"),
+    labels="language_model",
+)
 class LanguageModel(Classification):
     """Next-token prediction over (batch, time, vocab) outputs; perplexity = exp(mean token cross-entropy)."""
 
@@ -35,7 +39,7 @@ class LanguageModel(Classification):
         return out
 
 
-@TASKS.register("tagging", Options)
+@register_task("tagging", val=("loss", "accuracy", "oov_accuracy", "oov_fraction"), labels="tagging")
 class Tagging(Task):
     """Sequence tagging with y (batch, time, 2): gold tag (-100 on padding) and an out-of-vocabulary flag.
 
@@ -74,7 +78,7 @@ class Tagging(Task):
         return (y[..., 0] != IGNORE).sum().float()
 
 
-@TASKS.register("classification_f1", Options)
+@register_task("classification_f1", val=("loss", "accuracy", "f1"), labels="classification")
 class ClassificationF1(Classification):
     """Classification plus macro-F1 (the mean over classes of 2TP / (2TP + FP + FN)), from summed counts."""
 
