@@ -113,7 +113,7 @@ def main() -> None:
     )
     print(f"space {args.space}: {SPACES[args.space] if not args.smoke else 'smoke'}")
     print(f"project in {proj.root}; ASHA settings {asha or 'the pipeline defaults (grace_period 1, factor 3)'}\n")
-    from pipeline.sweep import init_ray
+    from pipeline.tune.tuner import init_ray
 
     init_ray(proj.params())
     out = {}

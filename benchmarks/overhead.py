@@ -102,7 +102,7 @@ def main() -> None:
     )
 
     from pipeline import tracking
-    from pipeline.sweep import init_ray
+    from pipeline.tune.tuner import init_ray
 
     ray_init_s, _ = timed(lambda: init_ray(proj.params()))
     # A project's first sweep also creates its MLflow store (schema migrations): timed here, once, not in (c)/(d).

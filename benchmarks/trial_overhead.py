@@ -95,7 +95,7 @@ def main() -> None:
     params = {"ray.num_cpus": 3, "ray.max_concurrent_trials": 1}
     proj = Project({k: spec(args.trials, 2 if k == "ddp" else 1) for k in ("plain", "ddp")}, params=params)
     print(f"project in {proj.root}\n")
-    from pipeline.sweep import init_ray
+    from pipeline.tune.tuner import init_ray
 
     ray_s, _ = timed(lambda: init_ray(proj.params()))
     rows = []

@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = list(sys.argv[1:] if argv is None else argv) or ["dvc", "repro"]
     if _nothing_to_run(cmd):
         return _wait(cmd)
-    # Every study in every profile, the tracking store, the storage folder and any Ray address, before DVC deletes
-    # or writes a file; the stages then skip the service checks already made here.
+    # Every study in every profile, the tracking store, the storage folder and any Ray address, before any stage
+    # runs: a mistake stops `dvc repro` before it spends a stage's time (no output is lost either way: every one is
+    # `persist: true`). The stages then skip the service checks already made here.
     from pipeline.preflight import preflight
 
     preflight("params.yaml", "experiments")

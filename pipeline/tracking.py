@@ -88,7 +88,7 @@ def _client(uri: str) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
     # MLflow retries a failed HTTP call 7 times with doubling waits (~4 min) and waits 120 s for an answer: with the
     # tracking server gone, every trial and the driver would each spend minutes logging retries. A few seconds of
-    # retries ride out a blip; the sweep's watchdog (pipeline.sweep) ends a sweep whose server stays away.
+    # retries ride out a blip; the sweep's watchdog (pipeline.tune.guard) ends a sweep whose server stays away.
     for name, value in TRACKING_HTTP_SETTINGS.items():
         os.environ.setdefault(name, value)
     return MlflowClient(tracking_uri=uri)

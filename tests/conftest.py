@@ -62,7 +62,7 @@ def ray_local():
     if not ray.is_initialized():
         from pipeline.ray_session import local_runtime_defaults
 
-        local_runtime_defaults()  # as pipeline.sweep.init_ray does for the runtime it starts
+        local_runtime_defaults()  # as pipeline.tune.tuner.init_ray does for the runtime it starts
         # address="local": always a fresh runtime of our own, whatever a killed `ray start` left in Ray's temp folder
         ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray

@@ -26,7 +26,7 @@ from tests.conftest import TINY_SPEC, free_port, study_stage, wait_for, write_pa
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-BOUND_S = 60  # a lost service ends the stage within this (pipeline.sweep: 20 s of silence, then the ending)
+BOUND_S = 60  # a lost service ends the stage within this (pipeline.tune.guard: 20 s of silence, then the ending)
 MARKER = "SWEEP_COMPLETED"
 
 

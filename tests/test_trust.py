@@ -324,8 +324,8 @@ def test_study_stage_refuses_tampered_data_before_writing_anything(prepared_dir,
 
 
 def test_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path, capsys):
-    from pipeline.sweep import _readable_checkpoint
     from pipeline.trial import save_checkpoint
+    from pipeline.tune.trainable import _readable_checkpoint
 
     trial = tmp_path / "trial"
     for i in (2, 3):
@@ -333,7 +333,7 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path, capsys):
         save_checkpoint({"history": [{"epoch": float(e)} for e in range(1, i + 1)]}, trial / f"checkpoint_00000{i}")
     (trial / "checkpoint_000004").mkdir()
     (trial / "checkpoint_000004" / "state.pt").write_bytes(b"truncated")
-    gone = trial / "checkpoint_000001"  # what Tune's saved state points to, deleted since (num_to_keep)
+    gone = trial / "checkpoint_000001"  # what Tune's saved state points to, gone since
 
     def fetch(path=gone):
         if not path.exists():
@@ -348,37 +348,6 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path, capsys):
     shutil.rmtree(trial / "checkpoint_000003")
     assert _readable_checkpoint(str(gone), fetch) is None
     assert "training from epoch 1" in capsys.readouterr().err
-
-
-def test_restore_recreates_a_checkpoint_deleted_before_tune_saved_its_state(tmp_path):
-    from pipeline.sweep import repair_missing_checkpoints
-    from pipeline.trial import save_checkpoint
-
-    def entry(logdir, status, name):
-        return [json.dumps({"relative_logdir": logdir, "status": status}),
-                json.dumps({"last_result": {"checkpoint_dir_name": name}})]  # fmt: skip
-
-    for logdir, kept in (("running", (6, 7)), ("done", (3,))):
-        for i in kept:
-            save_checkpoint({"history": [{"epoch": float(i)}]}, _mkdir(tmp_path / logdir / f"checkpoint_00000{i}"))
-    (tmp_path / "running" / "checkpoint_000007" / "state.pt").write_bytes(b"cut short")  # unreadable
-    state = {"trial_data": [entry("running", "RUNNING", "checkpoint_000005"), entry("done", "TERMINATED", "x")]}
-    (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
-
-    lines = repair_missing_checkpoints(tmp_path)
-    assert len(lines) == 1 and "checkpoint_000005" in lines[0] and "using checkpoint_000006" in lines[0]
-    restored = torch.load(tmp_path / "running" / "checkpoint_000005" / "state.pt", weights_only=True)
-    assert restored["history"][-1]["epoch"] == 6.0
-    assert not (tmp_path / "done" / "x").exists()  # a finished trial is not restored
-    # The two kept before it, deleted too, stand in as empty folders: Tune deletes them at the next checkpoints.
-    for kept in ("checkpoint_000004", "checkpoint_000003"):
-        assert (tmp_path / "running" / kept).is_dir() and not any((tmp_path / "running" / kept).iterdir())
-    assert repair_missing_checkpoints(tmp_path) == []  # nothing left to repair
-
-
-def _mkdir(path):
-    path.mkdir(parents=True)
-    return path
 
 
 def test_a_grid_trial_names_its_run_by_its_configuration_not_by_tune(tmp_path):

@@ -159,7 +159,7 @@ def check_storage(storage: str, *, file: str) -> None:
 
 
 def ray_address(params: Params) -> str | None:
-    """The cluster a sweep joins (as pipeline.sweep.init_ray picks it); None: a local runtime."""
+    """The cluster a sweep joins (as pipeline.tune.tuner.init_ray picks it); None: a local runtime."""
     address = params.ray.address or os.environ.get("RAY_ADDRESS") or None
     return None if address == "local" else address
 
