@@ -103,10 +103,31 @@ def wait_for(predicate, timeout: float = 240, every: float = 0.3):
     raise TimeoutError("condition not reached")
 
 
+# write_params overrides for an end-to-end sweep that is not about concurrency (test_sweep's four concurrent trials
+# are): one trial at a time, in one Ray actor that Tune reuses (reuse_actors) for every trial of the sweep. Each further
+# concurrent trial is one more process importing torch, Ray and MLflow; on the loaded 2-core machine the logistic
+# study's 5 tiny trials took 55-63 s at 4 at once and 28-31 s one at a time, the 3 language studies 55-74 s and 29-33 s.
+SERIAL_TRIALS = {"ray.max_concurrent_trials": 1}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """(URL, store folder) of one plain `mlflow server` (SQLite store, local artifacts) on 127.0.0.1, shared by the
+    session's tests that only log to or probe a live server: starting one costs 15-30 s on the 2-core machine.
+    Tests that stop, kill or configure a server (auth) start their own."""
+    store = tmp_path_factory.mktemp("mlflow_server")
+    args = ["server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination"]
+    drop = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "PIPELINE_ROOT")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    with mlflow_process([*args, str(store / "art")], env=env, timeout=180) as url:
+        yield url, store
 
 
 @contextlib.contextmanager
@@ -144,3 +165,10 @@ def mlflow_process(
         except subprocess.TimeoutExpired:  # a worker that ignores SIGTERM must not outlive the test
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+def sweep_store_made(folder: Path) -> bool:
+    """Whether a sweep writing under `folder` (as `write_params` sets it up) has made its SQLite tracking store: it
+    opens its Tune folder only after. Until then a test must leave the store alone: a client opening the file first
+    creates the tables, racing the sweep's own creation and its check of the store ("database is locked")."""
+    return any((folder / "ray_results").glob("*"))

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 
 from pipeline.config import load_params, load_study
 from pipeline.sweep import run_study
-from tests.conftest import TINY_SPEC, study_stage, wait_for, write_params, write_spec
+from tests.conftest import TINY_SPEC, study_stage, sweep_store_made, wait_for, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +43,10 @@ def _epoch_steps(uri, run_id):
     return [m.step for m in MlflowClient(uri).get_metric_history(run_id, "epoch")]
 
 
-def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir, ray_local):
+def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir, ray_local, monkeypatch):
+    # The sweep must log to this test's store, the one polled below: an earlier in-process sweep (any test file's)
+    # leaves MLFLOW_TRACKING_URI set in this process (mlflow.set_tracking_uri does), and it wins over params.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     spec = {
         **TINY_SPEC,
         "model": {"name": "mlp", "hidden": [256, 256], "activation": "relu"},
@@ -53,6 +60,8 @@ def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir
     t.start()
 
     def running_at_epoch_5():
+        if not sweep_store_made(tmp_path):
+            return None
         try:
             runs = [r for r in _child_runs(uri) if r.info.status == "RUNNING"]
         except Exception:  # store not created yet
@@ -71,30 +80,69 @@ def test_killed_trial_process_retries_from_its_checkpoint(tmp_path, prepared_dir
     assert Counter(steps)[1] == 1  # continued from a checkpoint, not restarted from epoch 1
 
 
-@pytest.mark.parametrize("state", ["as_saved", "without_trials", "unreadable", "invalid"])
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepared_dir, state):
-    """The same command after a SIGKILL finishes the sweep, whatever Tune's saved state holds: Tune saves it at most
-    every 10 s, so a driver killed early leaves the state of Tune's first save, which lists no trial and which
-    Tune cannot restore (CI met it). Such a state, or an unreadable one, starts the trials again; one Tune itself
-    fails to restore makes Tune start the sweep over with new trial ids. Finished trials keep their runs."""
-    spec = {
-        **TINY_SPEC,
-        "search": {"space": {"model.activation": ["relu", "tanh", "sigmoid", "leaky_relu"]}},
-        "train": {"epochs": 25, "lr": 0.05},
-        "model": {"name": "mlp", "hidden": [128, 128]},
-    }
-    _, params_path, spec_path = _study(tmp_path, spec, **{"ray.num_cpus": 1})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = study_stage(params_path, spec_path, prepared_dir, tmp_path / "results")
+KILLED_DRIVER_SPEC = {
+    **TINY_SPEC,
+    "search": {"space": {"model.activation": ["relu", "tanh", "sigmoid", "leaky_relu"]}},
+    "train": {"epochs": 25, "lr": 0.05},
+    "model": {"name": "mlp", "hidden": [128, 128]},
+}
+
+
+@dataclass(frozen=True)
+class KilledDriver:
+    """A study stage SIGKILLed while one trial of its sweep had finished and another ran: what it left in `work` (its
+    params, study, MLflow store and Tune folder) is also kept in `snapshot`, for `restore` to put back."""
+
+    work: Path
+    snapshot: Path
+    cmd: list[str]
+    env: dict[str, str]
+    finished_before: dict[str, int]  # run id -> end time of the trials' runs FINISHED before the kill
+
+    def restore(self, name: str) -> str:
+        """Put back `work` as the killed driver left it, at the same absolute path: the params name the store and the
+        Tune folder by it, the experiment's artifact location and Tune's saved state too. Returns a tracking URI of
+        that store for the test to read, its own for `name`: MLflow keeps one SQLAlchemy engine per store URI in a
+        process, whose pooled connection would go on reading the store file that this restore replaced."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        shutil.copytree(self.snapshot, self.work, symlinks=True)
+        alias = self.work.parent / f"read-{name}"  # a link to `work`: the same file under another name
+        alias.symlink_to(self.work, target_is_directory=True)
+        return f"sqlite:///{alias / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def killed_driver(tmp_path_factory, prepared_dir) -> KilledDriver:
+    """One first run for every variant of the killed-driver test: the variants differ only in how they alter the
+    saved state the kill left, so they share the kill (the expensive part) and each resumes from a copy of it."""
+    base = tmp_path_factory.mktemp("killed_driver")
+    work = base / "sweep"
+    work.mkdir()
+    _, params_path, spec_path = _study(work, KILLED_DRIVER_SPEC, **{"ray.num_cpus": 1})
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    cmd = study_stage(params_path, spec_path, prepared_dir, work / "results")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    first_log = tmp_path / "first_driver.log"
+    first_log = base / "first_driver.log"
     with first_log.open("w") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    processes: dict[int, psutil.Process] = {}  # the driver's, its own Ray runtime's and its trials'
+
+    def note_processes():
+        try:
+            me = psutil.Process(proc.pid)
+            for p in [me, *me.children(recursive=True)]:
+                processes[p.pid] = p
+        except psutil.NoSuchProcess:
+            pass
 
     def one_finished_one_running():
+        note_processes()
         assert proc.poll() is None, f"the first driver ended on its own: {first_log.read_text()[-3000:]}"
+        if not sweep_store_made(work) or not _saved_state_lists_trials(work):
+            # Wait for a saved state that lists the trials, as the variants that alter a trial's entry need: Tune's
+            # first save lists none, the next comes at least 10 s later (the variant without trials stands for a kill
+            # before it).
+            return None
         try:
             runs = _child_runs(uri)
         except Exception:
@@ -104,14 +152,57 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepa
 
     try:
         before = wait_for(one_finished_one_running)
-    except TimeoutError:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise TimeoutError(f"no trial finished while another ran: {first_log.read_text()[-3000:]}") from None
+    except BaseException as e:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if isinstance(e, TimeoutError):
+            raise TimeoutError(f"no trial finished while another ran: {first_log.read_text()[-3000:]}") from None
+        raise
+    note_processes()
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: Ray's own processes share its fate
     proc.wait()
+    # Nothing of the first run may write to the store or the Tune folder once they are copied: wait for its trials
+    # and Ray's processes to end, as they do within seconds of their driver (any still there after 2 min are killed).
+    # Ray's dashboard and runtime-env agents, which write to neither, wait a minute for their lost GCS first: they
+    # are left to end on their own, as the test always left them.
+    writers = [p for p in processes.values() if not _ray_agent(p)]
+    _, alive = psutil.wait_procs(writers, timeout=120)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=30)
     finished_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
-    time.sleep(2)
-    (saved,) = sorted((tmp_path / "ray_results").glob("s-*/experiment_state-*.json"))[-1:]
+    snapshot = base / "snapshot"
+    shutil.copytree(work, snapshot, symlinks=True)
+    return KilledDriver(work, snapshot, cmd, env, finished_before)
+
+
+def _ray_agent(p: psutil.Process) -> bool:
+    try:
+        return any(name in " ".join(p.cmdline()) for name in ("DashboardAgent", "RuntimeEnvAgent"))
+    except psutil.Error:  # gone already
+        return False
+
+
+def _saved_state_lists_trials(folder: Path) -> bool:
+    """Whether Tune's newest saved state of the sweep in `folder` lists its trials."""
+    states = sorted((folder / "ray_results").glob("s-*/experiment_state-*.json"))
+    try:
+        return bool(states) and bool(json.loads(states[-1].read_text()).get("trial_data"))
+    except (OSError, ValueError):  # being written
+        return False
+
+
+@pytest.mark.parametrize("state", ["as_saved", "without_trials", "unreadable", "invalid"])
+def test_killed_driver_resumes_without_rerunning_finished_trials(killed_driver, state):
+    """The same command after a SIGKILL finishes the sweep, whatever Tune's saved state holds: Tune saves it at most
+    every 10 s, so a driver killed early leaves the state of Tune's first save, which lists no trial and which
+    Tune cannot restore (CI met it). Such a state, or an unreadable one, starts the trials again; one Tune itself
+    fails to restore makes Tune start the sweep over with new trial ids. Finished trials keep their runs."""
+    uri = killed_driver.restore(state)
+    work, cmd, env = killed_driver.work, killed_driver.cmd, killed_driver.env
+    finished_before = killed_driver.finished_before
+    (saved,) = sorted((work / "ray_results").glob("s-*/experiment_state-*.json"))[-1:]
     experiment = json.loads(saved.read_text())
     if state == "without_trials":
         experiment["trial_data"] = []
@@ -121,7 +212,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepa
         experiment["trial_data"][0][0] = "{}"
     saved.write_text(json.dumps(experiment))
 
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming sweep" in again.stderr
     expected_line = {
@@ -146,7 +237,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, prepa
         if r.data.tags.get("sweep_parent") == "true"
     ]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
-    assert json.loads((tmp_path / "results" / "sweep.json").read_text())["resumed"] is True
+    assert json.loads((work / "results" / "sweep.json").read_text())["resumed"] is True
 
 
 def test_diverging_trial_is_tagged_and_the_sweep_goes_on(tmp_path, prepared_dir, ray_local):
@@ -200,7 +291,9 @@ def test_optuna_repeats_each_configuration_once_per_seed(tmp_path, prepared_dir,
         "train": {"epochs": 2},
         "search": {"algorithm": "optuna", "num_samples": 2, "space": {"train.lr": {"loguniform": [0.01, 0.3]}}},
     }
-    study, _, _ = _study(tmp_path, spec, **{"profiles.tiny": {}})
+    # Two trials at a time, one configuration's two seeds: the Repeater hands out the repeats the same way, and four
+    # trial processes starting at once on a 2-core machine took twice as long (33-41 s against 19-22 s).
+    study, _, _ = _study(tmp_path, spec, **{"profiles.tiny": {}, "ray.max_concurrent_trials": 2})
     summary = run_study(study, prepared_dir, tmp_path / "results")
     assert summary["errors"] == 0 and summary["trials"] == 4
     runs = json.loads((tmp_path / "results" / "runs.json").read_text())

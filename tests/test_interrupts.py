@@ -22,11 +22,22 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import TINY_SPEC, free_port, study_stage, wait_for, write_params, write_spec
+from tests.conftest import TINY_SPEC, free_port, study_stage, sweep_store_made, wait_for, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-BOUND_S = 60  # a lost service ends the stage within this (pipeline.tune.guard: 20 s of silence, then the ending)
+# How long a stage may take to end once its sweep is interrupted: these catch a stage that hangs, or waits for
+# something to time out or for its trials to finish, instead of stopping them. It normally takes 3-10 s (a signal, a
+# lost raylet: a few seconds; a lost tracking server: FAST_WATCHDOG's 6 s, then the ending); the bounds are several
+# times that, so that a loaded 2-core machine cannot miss them.
+SIGNAL_BOUND_S = 60
+BOUND_S = 60
+# The sweep watchdog's waits (pipeline.tune.guard) in the stage whose tracking server the test kills: the server is
+# lost after 6 s of silence instead of 20, and a driver stuck in an MLflow call gets 3 s more instead of 10. The stage
+# then ends ~10 s after the kill instead of 30-55 s, and its trials train fewer epochs unseen, which the next run
+# logs again one request each (300 of them took 100 s). 6 s: at least two probes in a row (3 s timeout each) must
+# fail before a live but slow server counts as lost.
+FAST_WATCHDOG = {"PIPELINE_SERVICE_LOST_AFTER_S": "6", "PIPELINE_STUCK_AFTER_S": "3"}
 MARKER = "SWEEP_COMPLETED"
 
 
@@ -126,6 +137,8 @@ def _training(uri: str, stage: Stage, min_epoch: int = 3) -> bool:
     """Both trials RUNNING past `min_epoch` (noting the stage's processes meanwhile)."""
     stage.note_processes()
     assert stage.proc.poll() is None, stage.out.read_text()[-3000:]
+    if not sweep_store_made(stage.folder):  # opening a SQLite store before the stage made it breaks the stage
+        return False
     try:
         runs = [r for r in _trials(uri) if r.info.status == "RUNNING" and r.data.metrics.get("epoch", 0) >= min_epoch]
     except Exception:  # noqa: BLE001 - the store is not there yet
@@ -179,7 +192,7 @@ def test_sigint_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, stage)
     code, err, took = s.wait(timeout=120)
     assert code == 130, err[-3000:]
     assert _one_line(err, "interrupted by SIGINT") == "[s] interrupted by SIGINT; run the same command again to resume"
-    assert "Traceback" not in err and took < 30
+    assert "Traceback" not in err and took < SIGNAL_BOUND_S, (took, err[-3000:])
     _assert_stopped(tmp_path, uri, "driver_interrupted")
 
     code, err = s.run()
@@ -259,7 +272,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
 def test_lost_tracking_server_ends_the_sweep_and_the_next_run_closes_its_runs(tmp_path, stage, mlflow_server):
     mlflow_server.start()
     uri = mlflow_server.url
-    s = stage(epochs=300, MLFLOW_TRACKING_URI=uri)  # still training when the server has been gone for 20 s
+    s = stage(epochs=300, MLFLOW_TRACKING_URI=uri, **FAST_WATCHDOG)  # training on when the watchdog ends it
     s.start()
     _wait_for(lambda: _training(uri, s))
     mlflow_server.kill()
@@ -271,6 +284,7 @@ def test_lost_tracking_server_ends_the_sweep_and_the_next_run_closes_its_runs(tm
 
     mlflow_server.start()  # the same port and store
     assert {r.info.status for r in _trials(uri)} == {"RUNNING"}  # nobody could close them
+    s.env = _env(MLFLOW_TRACKING_URI=uri)  # the next run with the watchdog's own waits, as a user runs it
     code, err = s.run()
     assert code == 0, err[-3000:]
     assert "closed 2 runs left RUNNING by an earlier run of this sweep" in err and "resuming sweep" in err

@@ -7,13 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, TINY_SPEC, free_port, mlflow_process, study_stage, write_params, write_spec
+from tests.conftest import REPO, TINY_SPEC, free_port, mlflow_process, study_stage, wait_for, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -87,20 +86,6 @@ def test_study_on_a_two_node_cluster_places_trials_on_both(tmp_path, prepared_di
         assert noise not in proc.stderr, proc.stderr[-3000:]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    store = tmp_path / "server"
-    store.mkdir()
-    store_args = [
-        "--backend-store-uri",
-        f"sqlite:///{store / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(store / "art"),
-    ]
-    with mlflow_process(["server", *store_args], env=_clean_env()) as url:
-        yield url, store
-
-
 def test_study_logs_through_an_mlflow_server(tmp_path, prepared_dir, mlflow_server, ray_local, monkeypatch):
     from pipeline.config import load_params, load_study
     from pipeline.sweep import run_study
@@ -120,7 +105,9 @@ def test_study_logs_through_an_mlflow_server(tmp_path, prepared_dir, mlflow_serv
     assert all(r.info.status == "FINISHED" for r in runs)
     local = client.download_artifacts(runs[0].info.run_id, "config.yaml", str(tmp_path))
     assert "model:" in Path(local).read_text()
-    assert list((store / "art").rglob("MLmodel"))  # the logged model went into the server's artifact store
+    # each trial's logged model went into the server's artifact store (found by its id: the server is the session's)
+    models = [o.model_id for r in runs for o in r.outputs.model_outputs]
+    assert len(models) == 2 and all(list((store / "art").glob(f"*/models/{m}/artifacts/MLmodel")) for m in models)
 
 
 def test_ray_session_shares_one_runtime_and_stops_it(tmp_path):
@@ -152,13 +139,17 @@ def test_ray_session_shares_one_runtime_and_stops_it(tmp_path):
     # ...and stops it: no Ray process of that runtime is left.
     import psutil
 
-    time.sleep(2)
-    left = [
-        " ".join(p.info["cmdline"])[:200]
-        for p in psutil.process_iter(["cmdline"])
-        if f"--gcs-address={address}" in " ".join(p.info["cmdline"] or [])  # the raylet and Ray's agents
-    ]
-    assert not left, left
+    def left() -> list[str]:
+        return [
+            " ".join(p.info["cmdline"])[:200]
+            for p in psutil.process_iter(["cmdline"])
+            if f"--gcs-address={address}" in " ".join(p.info["cmdline"] or [])  # the raylet and Ray's agents
+        ]
+
+    try:
+        wait_for(lambda: not left(), timeout=30)
+    except TimeoutError:
+        pytest.fail(f"Ray processes of the session's runtime left running: {left()}")
 
 
 @pytest.fixture

@@ -22,11 +22,16 @@ from typing import Any, NoReturn
 from pipeline import tracking
 from pipeline.tune.resume import unfinished_trials
 
-SERVICE_LOST_AFTER_S = 20.0  # a tracking store or Ray GCS that has not answered for this long is lost
+# SERVICE_LOST_AFTER_S and STUCK_AFTER_S can be shortened through the environment (PIPELINE_SERVICE_LOST_AFTER_S,
+# PIPELINE_STUCK_AFTER_S), for tests/test_interrupts.py, which kills a tracking server on purpose: with the defaults
+# it waits half a minute for the watchdog, and its trials must train through that wait. Unset, the defaults hold.
+# A tracking store or Ray GCS that has not answered for this long is lost.
+SERVICE_LOST_AFTER_S = float(os.environ.get("PIPELINE_SERVICE_LOST_AFTER_S", "20"))
 RAYLET_LOST_AFTER_S = 3.0  # this node's raylet: Ray itself ends a driver about 10 s after its raylet goes
 PROBE_EVERY_S = 1.0  # the watchdog's probes: a TCP connect or one /health request each
 PROBE_TIMEOUT_S = 3.0
-STUCK_AFTER_S = 10.0  # the driver's own thread has this long to end a sweep whose tracking store is lost
+# The driver's own thread has this long to end a sweep whose tracking store is lost.
+STUCK_AFTER_S = float(os.environ.get("PIPELINE_STUCK_AFTER_S", "10"))
 EXIT_STOPPED = 75  # EX_TEMPFAIL (sysexits.h): stopped before the end, not by a signal; run it again later
 
 
