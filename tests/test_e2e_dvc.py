@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SERIAL_TRIALS
 
 pytestmark = pytest.mark.slow
 
@@ -51,21 +51,38 @@ def _dvc(cwd: Path, *args: str, session: bool = False) -> subprocess.CompletedPr
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_dvc_repro_tiny_profile_then_noop(tmp_path):
-    repo = _copy_repo(tmp_path / "repo")
+# Every test of this module works on one git + DVC copy of the project, reproduced once. The tests run in the order
+# they are written: the no-op check first (it needs the repro and nothing after it), the rejected runs and the claim
+# edit each put back what they changed, and the experiment run last (it leaves the workspace on another profile).
+STUDIES = ["activations", "logistic"]
+
+
+@pytest.fixture(scope="module")
+def done_repo(tmp_path_factory):
+    """A git + DVC copy of the project, tiny profile, two studies (activations, logistic), reproduced once by `dvc
+    repro` under pipeline.ray_session, as `make repro` runs it (one Ray runtime for both study stages)."""
+    repo = _copy_repo(tmp_path_factory.mktemp("done") / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "tiny"
-    params["studies"] = ["activations"]
+    params["studies"] = STUDIES
+    params["ray"]["max_concurrent_trials"] = SERIAL_TRIALS["ray.max_concurrent_trials"]  # see conftest
+    # The profile test_pipeline_run_with_a_profile_is_a_dvc_experiment switches to: another profile than the one
+    # the workspace is on, as cheap as tiny (that test is about the DVC experiment, not the default profile's cost).
+    params["profiles"]["default"] = {"seeds": 1, "train": {"epochs": 2}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for f in ("dvc.lock",):
-        (repo / f).unlink(missing_ok=True)
+    (repo / "dvc.lock").unlink(missing_ok=True)
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "copy")
-
     first = _dvc(repo, "repro", session=True)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "reproduced")
+    return repo
 
+
+def test_dvc_repro_tiny_profile_then_noop(done_repo):
+    repo = done_repo
     runs = json.loads((repo / "results" / "activations" / "runs.json").read_text())
     sweep = json.loads((repo / "results" / "activations" / "sweep.json").read_text())
     assert len(runs) == 5 and sweep["errors"] == 0  # five activations x one seed in the tiny profile
@@ -97,33 +114,33 @@ def test_dvc_repro_tiny_profile_then_noop(tmp_path):
 # --------------------------------------------------------------------------- a rejected run loses nothing
 
 
-@pytest.fixture(scope="module")
-def done_repo(tmp_path_factory):
-    """A git + DVC copy of the project, tiny profile, one fast study (logistic), reproduced once."""
-    repo = _copy_repo(tmp_path_factory.mktemp("done") / "repo")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["profile"] = "tiny"
-    params["studies"] = ["logistic"]
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / "dvc.lock").unlink(missing_ok=True)
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "copy")
-    first = _dvc(repo, "repro", session=True)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "reproduced")
-    return repo
+OUTPUTS = ("specs", "data/prepared", "results", "reports", "site")  # every stage output folder
 
 
 def _snapshot(repo: Path) -> dict[str, bytes]:
     """Every file of the stages' outputs, by path."""
     out = {}
-    for folder in ("specs", "data/prepared", "results", "reports", "site"):
+    for folder in OUTPUTS:
         for p in sorted((repo / folder).rglob("*")):
             if p.is_file():
                 out[str(p.relative_to(repo))] = p.read_bytes()
     return out
+
+
+def _put_back(repo: Path, snapshot: dict[str, bytes], lock: bytes) -> None:
+    """The stages' outputs and dvc.lock byte for byte as they were (`_snapshot`, dvc.lock read before): the
+    reproduced state the module's later tests start from, without running the stages again."""
+    for folder in OUTPUTS:
+        for p in (repo / folder).rglob("*"):
+            if p.is_file() and str(p.relative_to(repo)) not in snapshot:
+                p.unlink()
+    for name, data in snapshot.items():
+        path = repo / name
+        if not path.is_file() or path.read_bytes() != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    (repo / "dvc.lock").write_bytes(lock)
+    _git(repo, "add", "dvc.lock")  # in git's index too: the project's core.autostage staged the edited one
 
 
 @pytest.mark.parametrize(
@@ -173,6 +190,7 @@ def test_a_claim_edit_rebuilds_the_report_but_not_the_sweep(done_repo):
     repo = done_repo
     spec = repo / "experiments" / "logistic.yaml"
     original = spec.read_text()
+    outputs, lock = _snapshot(repo), (repo / "dvc.lock").read_bytes()
     try:
         spec.write_text(
             original
@@ -191,7 +209,7 @@ def test_a_claim_edit_rebuilds_the_report_but_not_the_sweep(done_repo):
         assert "HEAD" in page and "workspace" in page and "curves" in page
     finally:
         spec.write_text(original)
-        _dvc(repo, "repro")
+        _put_back(repo, outputs, lock)  # the reproduced state from before the edit, for the tests after this one
 
 
 def test_metrics_read_in_a_terminal(done_repo):
@@ -200,14 +218,17 @@ def test_metrics_read_in_a_terminal(done_repo):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     (ws,) = data.values()
-    (metrics,) = ws["data"].values()
-    flat = metrics["data"]
-    assert 0 < len(flat) <= 8 and all(isinstance(v, int | float) for v in flat.values()), flat
+    # one metrics file per study (this project reproduces two)
+    assert sorted(ws["data"]) == sorted(f"reports/{s}/metrics.json" for s in STUDIES), ws["data"].keys()
+    for metrics in ws["data"].values():
+        flat = metrics["data"]
+        assert 0 < len(flat) <= 8 and all(isinstance(v, int | float) for v in flat.values()), flat
 
 
 def test_pipeline_run_with_a_profile_is_a_dvc_experiment(done_repo):
     """`pipeline run STUDY --profile P` runs `dvc exp run -S profile=P`: the run is listed by `dvc exp show` with
-    its profile and its study's metrics. Last in this module: it leaves the workspace on that profile, as DVC does."""
+    its profile and its study's metrics. Last in this module: it leaves the workspace on that profile, as DVC does.
+    The module's copy of the project makes that profile (default) as cheap as tiny: seeds 1, epochs 2."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)

@@ -305,9 +305,9 @@ def test_generative_study_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> 
     from pipeline.config import load_params, load_study
     from pipeline.report.build import build_report
     from pipeline.sweep import run_study
-    from tests.conftest import REPO, write_params
+    from tests.conftest import REPO, SERIAL_TRIALS, write_params
 
-    params_path = write_params(tmp_path, studies=["generative"])
+    params_path = write_params(tmp_path, studies=["generative"], **SERIAL_TRIALS)
     study = load_study(REPO / "experiments" / "generative.yaml", load_params(params_path), str(params_path))
     base = study.resolve({}, study.seeds[0]).dataset
     prepare(base.name, base.options, LoadContext(0, tmp_path, False), tmp_path / "prepared")

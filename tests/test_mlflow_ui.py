@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_SPEC, mlflow_process, write_params, write_spec
+from tests.conftest import SERIAL_TRIALS, TINY_SPEC, mlflow_process, write_params, write_spec
 from tests.test_html import CHROMIUM, browser_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))]
@@ -32,7 +32,7 @@ def swept(tmp_path_factory, prepared_dir, ray_local):
     from pipeline.sweep import run_study
 
     folder = tmp_path_factory.mktemp("ui")
-    params = write_params(folder)
+    params = write_params(folder, **SERIAL_TRIALS)
     old = os.environ.get("PIPELINE_ROOT")
     os.environ["PIPELINE_ROOT"] = str(folder)
     try:

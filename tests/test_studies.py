@@ -40,7 +40,7 @@ from pipeline.sections import (
 )
 from pipeline.sections.common import logged_config
 from pipeline.trained import ModelLoader, Trained
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, SERIAL_TRIALS, write_params
 
 ARCHS = ["lenet", "alexnet", "vgg", "googlenet", "resnet"]
 
@@ -579,7 +579,7 @@ def test_logistic_and_regression_end_to_end_tiny(tmp_path, ray_local, monkeypatc
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("PIPELINE_ROOT", str(tmp_path))  # MLflow artifacts under tmp_path, not the repo
     studies = ["logistic", "regression"]
-    params = str(write_params(tmp_path, studies=studies))
+    params = str(write_params(tmp_path, studies=studies, **SERIAL_TRIALS))
     data = str(tmp_path / "data")
     assert _stage("prepare").main(["--params", params, "--experiments", str(REPO / "experiments"), "--out", data]) == 0
     for name in studies:

@@ -12,7 +12,7 @@ from pipeline.data import load_prepared
 from pipeline.sweep import run_study
 from pipeline.tasks import task_for
 from pipeline.train import evaluate
-from tests.conftest import TINY_SPEC, write_params, write_spec
+from tests.conftest import SERIAL_TRIALS, TINY_SPEC, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,8 @@ def test_a_completed_sweep_run_again_trains_every_trial_again(tmp_path, prepared
     """DVC runs a study stage again when its code changed: the same sweep (same spec, same id) then gets a new parent
     run and new trial runs; a trial finds an earlier run by its trial_key only within one run of the sweep."""
     spec = {**TINY_SPEC, "search": {"space": {"model.activation": ["relu", "tanh"]}}}
-    first, first_runs = _run(tmp_path, prepared_dir, spec)
-    again, again_runs = _run(tmp_path, prepared_dir, spec)
+    first, first_runs = _run(tmp_path, prepared_dir, spec, **SERIAL_TRIALS)
+    again, again_runs = _run(tmp_path, prepared_dir, spec, **SERIAL_TRIALS)
     assert again["parent_run_id"] != first["parent_run_id"] and again["resumed"] is False
     assert not {r["run_id"] for r in first_runs} & {r["run_id"] for r in again_runs}
     assert sorted(r["tags"]["variant"] for r in again_runs) == ["relu", "tanh"]

@@ -445,9 +445,10 @@ def test_language_studies_tiny_profile_end_to_end(tmp_path: Path, ray_local) -> 
     from pipeline.config import load_params, load_study
     from pipeline.report.build import build_report
     from pipeline.sweep import run_study
-    from tests.conftest import REPO, write_params
+    from tests.conftest import REPO, SERIAL_TRIALS, write_params
 
-    params_path = write_params(tmp_path, studies=["language_model", "pos_tagging", "sentiment"])
+    studies = ["language_model", "pos_tagging", "sentiment"]
+    params_path = write_params(tmp_path, studies=studies, **SERIAL_TRIALS)
     params = load_params(params_path)
     data_dir = tmp_path / "prepared"
     for name in params.studies:
