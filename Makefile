@@ -17,7 +17,7 @@ repro: install          ## the main job: every stage of dvc.yaml on the embedded
 	python -m pipeline.ray_session dvc repro   # one local Ray runtime for all the study stages
 
 test: install           ## the whole test suite (what .ci/run runs); pytest's exit 5 (no tests) fails too
-	python -m pytest -q -p no:cacheprovider
+	python -m pytest -q -p no:cacheprovider --durations=15   # the slowest tests, named at the end of every run
 
 test-fast: install      ## skip the end-to-end tests that start Ray, DVC and servers
 	python -m pytest -q -m "not slow"

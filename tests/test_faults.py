@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from pipeline.config import load_params, load_study
 from pipeline.sweep import run_study
-from tests.conftest import TINY_SPEC, study_stage, sweep_store_made, wait_for, write_params, write_spec
+from tests.conftest import SERIAL_TRIALS, TINY_SPEC, study_stage, sweep_store_made, wait_for, write_params, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -247,7 +247,7 @@ def test_diverging_trial_is_tagged_and_the_sweep_goes_on(tmp_path, prepared_dir,
         "train": {"epochs": 3},
         "model": {"name": "mlp", "hidden": [32, 32]},
     }
-    study, _, _ = _study(tmp_path, spec)
+    study, _, _ = _study(tmp_path, spec, **SERIAL_TRIALS)
     summary = run_study(study, prepared_dir, tmp_path / "results")
     assert summary["errors"] == 0
     runs = {r["tags"]["variant"]: r for r in json.loads((tmp_path / "results" / "runs.json").read_text())}

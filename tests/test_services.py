@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, TINY_SPEC, free_port, mlflow_process, study_stage, wait_for, write_params, write_spec
+from tests.conftest import (
+    REPO,
+    SERIAL_TRIALS,
+    TINY_SPEC,
+    free_port,
+    mlflow_process,
+    study_stage,
+    wait_for,
+    write_params,
+    write_spec,
+)
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -92,7 +102,7 @@ def test_study_logs_through_an_mlflow_server(tmp_path, prepared_dir, mlflow_serv
 
     url, store = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    params = write_params(tmp_path)
+    params = write_params(tmp_path, **SERIAL_TRIALS)  # what is tested is where the runs go, not concurrency
     study = load_study(write_spec(tmp_path, "s", TINY_SPEC), load_params(params), str(params))
     summary = run_study(study, prepared_dir, tmp_path / "results")
     assert summary["errors"] == 0 and summary["tracking_uri"] == url
@@ -204,7 +214,7 @@ def test_a_server_behind_basic_auth_is_refused_without_credentials_and_used_with
 
     # A study stage with the credentials in its environment (as the recipe sets them before `ray start`) logs
     # every trial through the server; its local Ray runtime's workers inherit them.
-    params = write_params(tmp_path)
+    params = write_params(tmp_path, **SERIAL_TRIALS)  # what is tested is where the runs go, not concurrency
     spec = write_spec(tmp_path, "s", TINY_SPEC)
     env = _clean_env(
         MLFLOW_TRACKING_URI=auth_server, MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="s3cret-admin"
