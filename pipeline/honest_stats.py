@@ -141,7 +141,7 @@ def interval(
 def spread(values: Sequence[float] | np.ndarray) -> float:
     """Sample std (ddof=1); exactly 0.0 for one value or identical values (np.std of identical floats is not 0)."""
     x = np.asarray(values, dtype=float)
-    return float(x.std(ddof=1)) if x.size > 1 and x.min() != x.max() else 0.0
+    return 0.0 if x.size < 2 or _constant(x) else float(x.std(ddof=1))
 
 
 @dataclass(frozen=True)
@@ -292,9 +292,7 @@ def _welch_p(x: np.ndarray, y: np.ndarray) -> float | None:
     cx, cy = _constant(x), _constant(y)
     if cx and cy:
         return None
-    sx = 0.0 if cx else float(x.std(ddof=1))
-    sy = 0.0 if cy else float(y.std(ddof=1))
-    res = stats.ttest_ind_from_stats(x.mean(), sx, x.size, y.mean(), sy, y.size, equal_var=False)
+    res = stats.ttest_ind_from_stats(x.mean(), spread(x), x.size, y.mean(), spread(y), y.size, equal_var=False)
     return float(res.pvalue)
 
 
@@ -670,10 +668,10 @@ def at_ceiling(values: Sequence[float] | np.ndarray, bound: float, *, tol: float
     """The mean is within one between-seed std (or `tol`) of the metric's best possible value: variants pile up
     against the bound and stop being distinguishable."""
     x = _flat(values)
-    spread = float(x.std(ddof=1)) if x.size >= 2 and not _constant(x) else 0.0
+    noise = spread(x)
     gap = abs(bound - float(x.mean()))
-    if gap <= max(spread, tol):
-        return Check(True, f"at ceiling: mean {x.mean():.4g} is within {max(spread, tol):.3g} of the bound {bound:g}")
+    if gap <= max(noise, tol):
+        return Check(True, f"at ceiling: mean {x.mean():.4g} is within {max(noise, tol):.3g} of the bound {bound:g}")
     return Check(False, f"below ceiling: mean {x.mean():.4g} is {gap:.3g} from the bound {bound:g}")
 
 
