@@ -100,7 +100,9 @@ class Stage:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        _, alive = psutil.wait_procs(list(self.seen.values()), timeout=15)
+        # Ray's dashboard and runtime-env agents exit on their own once they see their raylet gone: a few seconds,
+        # longer on a loaded 2-core machine (once 15 s was not enough). Only a process alive after this counts.
+        _, alive = psutil.wait_procs(list(self.seen.values()), timeout=45)
         left = []
         for p in alive:
             try:
