@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -188,28 +189,32 @@ def _question_cell(spec: Path) -> str:
     return str(read_yaml(spec).get("question", "")) if spec.is_file() else ""
 
 
-def run_command(project: Project, study: str, profile: str | None) -> list[str]:
+def run_command(project: Project, study: str, profile: str | None, retrain: bool = False) -> list[str]:
     """How `pipeline run` runs a study through DVC.
 
     Without a profile (or with the one params.yaml already names): `dvc repro report@STUDY`. With another
     profile: `dvc exp run -S profile=P report@STUDY`, which lets DVC itself set `profile` in params.yaml,
     records the params in dvc.lock (so `dvc status` stays true) and keeps the run as a DVC experiment
-    (`dvc exp show`). The workspace keeps profile=P afterwards, as DVC leaves it.
+    (`dvc exp show`). The workspace keeps profile=P afterwards, as DVC leaves it. `retrain` adds `--force`
+    (the caller sets PIPELINE_RETRAIN=1, so that the sweep reuses no earlier trial).
     """
     target = f"report@{study}"
+    force = ["--force"] if retrain else []
     if profile is None or profile == project.params.profile:
-        return [_dvc(), "repro", target]
+        return [_dvc(), "repro", *force, target]
     if profile not in project.params.profiles:
         allowed = ", ".join(project.params.profiles)
         raise ConfigError(f"unknown profile {profile!r}; allowed: {allowed}", file=str(project.params_file))
-    return [_dvc(), "exp", "run", "-S", f"profile={profile}", target]
+    return [_dvc(), "exp", "run", *force, "-S", f"profile={profile}", target]
 
 
-def _run(cmd: list[str], root: Path, dry_run: bool) -> int:
-    print("$ " + " ".join(shlex.quote(Path(c).name if i == 0 else c) for i, c in enumerate(cmd)), flush=True)
+def _run(cmd: list[str], root: Path, dry_run: bool, env: dict[str, str] | None = None) -> int:
+    shown = [f"{k}={v}" for k, v in (env or {}).items()]
+    shown += [shlex.quote(Path(c).name if i == 0 else c) for i, c in enumerate(cmd)]
+    print("$ " + " ".join(shown), flush=True)
     if dry_run:
         return 0
-    return subprocess.run(cmd, cwd=root).returncode
+    return subprocess.run(cmd, cwd=root, env={**os.environ, **env} if env else None).returncode
 
 
 def load_checked_study(project: Project, name: str, profile: str | None = None) -> Study:
@@ -226,7 +231,7 @@ def load_checked_study(project: Project, name: str, profile: str | None = None) 
 
 def cmd_run(project: Project, args: argparse.Namespace) -> int:
     name = project.check_study(args.study)
-    cmd = run_command(project, name, args.profile)  # checks the profile first
+    cmd = run_command(project, name, args.profile, args.retrain)  # checks the profile first
     load_checked_study(project, name, args.profile)
     if not args.dry_run:
         # Every study in every profile and the services before DVC starts a stage (and, with --profile, before
@@ -236,7 +241,9 @@ def cmd_run(project: Project, args: argparse.Namespace) -> int:
         from pipeline.sections import check_sections
 
         preflight(project.params_file, project.paths(name)["spec"].parent, check_report=check_sections)
-    return _run(cmd, project.root, args.dry_run)
+    from pipeline.sweep import RETRAIN_ENV
+
+    return _run(cmd, project.root, args.dry_run, {RETRAIN_ENV: "1"} if args.retrain else None)
 
 
 def cmd_report(project: Project, args: argparse.Namespace) -> int:
@@ -319,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study")
     p.add_argument("--profile", help="a profile of params.yaml (default, tiny, full, ...)")
     p.add_argument("--dry-run", action="store_true", help="print the DVC command only")
+    p.add_argument("--retrain", action="store_true", help="train every trial again, reusing none from earlier sweeps")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("report", help="rebuild a study's report from its current results")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import tracking
+from pipeline.codegraph import code_fingerprint
 from pipeline.config import Study
 from pipeline.data import Splits, load_prepared
 from pipeline.paths import project_root
@@ -33,9 +34,15 @@ from pipeline.tune.ray_workarounds import explain_restore_failure
 from pipeline.tune.resume import drop_checkpoints, is_completed, mark_completed
 from pipeline.tune.tuner import build_tuner, init_ray
 
+RETRAIN_ENV = "PIPELINE_RETRAIN"  # =1: train every trial of the sweep, reuse none (`pipeline run STUDY --retrain`)
+TRIAL_MODULE = "pipeline.tune.trainable"  # what a trial runs: its code fingerprint covers this module's closure
 
-def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+
+def run_study(study: Study, data_dir: str | Path, out_dir: str | Path, retrain: bool = False) -> dict[str, Any]:
     """Run (or resume) the study's sweep; write `<out>/runs.json` and `<out>/sweep.json`.
+
+    A trial already trained to its end by an earlier sweep of the study (the same `trial_identity`: config, seed,
+    workers, data, code and versions) is reused, not trained again, unless `retrain`.
 
     Raises SweepInterrupted (a SystemExit) if the sweep stopped early: on SIGINT or SIGTERM, when its tracking store
     or Ray runtime stopped answering, or when Tune returned with trials unfinished."""
@@ -50,7 +57,7 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path) -> dict[s
         parent_id, resume = _open_parent_run(sw)
         guard.close_runs = functools.partial(close_reachable_runs, sw.uri, sw.experiment_id, parent_id)
         try:
-            summary = _sweep(sw, parent_id, resume, resources, out_dir, guard)
+            summary = _sweep(sw, parent_id, resume, resources, out_dir, guard, retrain)
         except StopSweep as stop:
             guard.end_early(stop)
         except BaseException:
@@ -158,11 +165,20 @@ def _open_parent_run(sw: _Sweep) -> tuple[str, bool]:
 
 
 def _sweep(
-    sw: _Sweep, parent_id: str, resume: bool, resources: dict[str, float], out_dir: str | Path, guard: SweepGuard
+    sw: _Sweep,
+    parent_id: str,
+    resume: bool,
+    resources: dict[str, float],
+    out_dir: str | Path,
+    guard: SweepGuard,
+    retrain: bool,
 ) -> dict[str, Any]:
     """Fit the Tuner, then (if every trial ended) export the runs and write the results and the completed marker."""
     study = sw.study
     runtime = _runtime(sw, parent_id)
+    # One search for the whole sweep: every finished trial of the study, by identity. With `retrain` only this
+    # sweep's own finished trials count (a resumed sweep does not train again what it already trained).
+    runtime.reusable = tracking.finished_trials(sw.uri, sw.experiment_id, parent_id if retrain else None)
     t0 = time.time()
     tuner = build_tuner(runtime, sw.data, resources, sw.tune_dir, resume)
     with running(guard, runtime), explain_restore_failure(study.name):
@@ -171,6 +187,14 @@ def _sweep(
     closed = tracking.close_unfinished(sw.uri, sw.experiment_id, parent_id, "FAILED", "left_running")
     errors = _print_trial_errors(study.name, results)
     runs = tracking.export_runs(sw.uri, sw.experiment_id, parent_id)
+    reused = sum(r["tags"].get("trained_under", parent_id) != parent_id for r in runs)
+    tracking.set_tags(sw.uri, parent_id, {"trials_reused": reused, "trials_trained": len(runs) - reused})
+    if reused:
+        print(f"[{study.name}] {reused} of {len(runs)} trials reused from earlier sweeps, not trained", file=sys.stderr)
+    for r in runs:
+        if r["tags"].get("trained_under") == parent_id and "not_reused" in r["tags"]:
+            name = f"{r['tags'].get('variant')} seed {r['tags'].get('seed')}"
+            print(f"[{study.name}] {name} trained again instead of reusing {r['tags']['not_reused']}", file=sys.stderr)
     summary = {
         "study": study.name,
         "sweep_id": sw.sid,
@@ -183,6 +207,8 @@ def _sweep(
         "mode": study.spec.mode,
         "seeds": study.seeds,
         "trials": len(results),
+        "trials_reused": reused,
+        "trials_trained": len(runs) - reused,
         "errors": len(errors),
         "closed_left_running": closed,
         "wall_seconds": round(time.time() - t0, 2),
@@ -215,6 +241,7 @@ def _runtime(sw: _Sweep, parent_id: str) -> Runtime:
             "data_sha256": sw.data.meta.get("sha256", ""),
         },
         data_source=sw.data.meta.get("path", ""),
+        code_sha=code_fingerprint(TRIAL_MODULE),
     )
 
 

@@ -65,19 +65,28 @@ TRACKING_HTTP_SETTINGS = {
 def client(uri: str) -> MlflowClient:
     """The client of the store at `uri`; MLflow's fluent API (logged models, flush_async_logging) points there too,
     every call: a process that uses two stores (a test, the report) must not load a model from the other one."""
+    _point_fluent_api(uri)
+    return _client(uri)
+
+
+def _point_fluent_api(uri: str) -> None:
+    """MLflow's fluent calls (log_model, flush_async_logging) go to `uri` from now on, not to a default ./mlflow.db in
+    a trial's working directory. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which
+    `resolve_tracking_uri` reads as the user's choice: a process that ran one study's sweep would give the next
+    study (a test's) the first one's store. The variable keeps the value the user gave it."""
     import mlflow
 
+    users = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    return _client(uri)
+    if users is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = users
 
 
 @functools.lru_cache(maxsize=8)
 def _client(uri: str) -> MlflowClient:
-    import mlflow
-
-    # Fluent calls (flush_async_logging) must hit this store too, not a default ./mlflow.db created
-    # in the trial's working directory.
-    mlflow.set_tracking_uri(uri)
+    _point_fluent_api(uri)
     # MLflow prints "View run ... / View experiment ..." for every run it ends through a tracking server: one banner
     # per trial in a sweep's log. Its own switch, set here because every process that logs (Ray workers included)
     # opens its store through this function.
@@ -243,6 +252,57 @@ def completed_run(uri: str, experiment_id: str, trial_key: str, parent_run_id: s
         "and attributes.status = 'FINISHED'",
     )
     return next((r for r in runs if "outcome" in r.data.tags), None)
+
+
+def finished_trials(uri: str, experiment_id: str, parent_run_id: str | None = None) -> dict[str, str]:
+    """trial identity -> the newest run that trained a trial with it to its end (closed FINISHED by the trial, with
+    an outcome), over every sweep of the experiment, or only under `parent_run_id`: one search, however many trials
+    the sweep has. A run that ASHA or a signal stopped has no outcome; one that failed is not FINISHED: neither is a
+    result to reuse."""
+    flt = "attributes.status = 'FINISHED' and tags.trial_identity LIKE '%'"
+    if parent_run_id is not None:
+        flt += f" and tags.mlflow.parentRunId = '{parent_run_id}'"
+    runs = find_runs(uri, experiment_id, flt)
+    out: dict[str, tuple[int, str]] = {}
+    for r in runs:
+        if "outcome" not in r.data.tags:
+            continue
+        key, started = r.data.tags["trial_identity"], r.info.start_time or 0
+        if key not in out or started > out[key][0]:
+            out[key] = (started, r.info.run_id)
+    return {key: run_id for key, (_, run_id) in out.items()}
+
+
+def missing_artifacts(uri: str, run) -> str | None:
+    """Why a finished run cannot stand for its trial any more (a file its report reads, or its logged model, was
+    deleted), or None if all of it is there."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(uri)
+    wanted = [name for name in run.data.tags.get("artifacts", "").split(",") if name]
+    present = {a.path for a in c.list_artifacts(run.info.run_id)} if wanted else set()
+    gone = [name for name in wanted if name not in present]
+    if gone:
+        return f"its {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone"
+    model_id = run.data.tags.get("best_model_id")
+    if model_id:
+        try:
+            c.get_logged_model(model_id)  # a deleted model still lists its files, but no longer loads
+            if not c.list_logged_model_artifacts(model_id):
+                return f"its logged model {model_id} has no files"
+        except MlflowException:
+            return f"its logged model {model_id} is gone"
+    return None
+
+
+def adopt_run(uri: str, run, parent_run_id: str) -> None:
+    """Make a finished trial's run a child of the sweep run `parent_run_id` (where the MLflow UI and the export
+    look), and add that sweep to the run's `used_by_sweeps` tag (parent run ids, the first the one it trained in)."""
+    tags = run.data.tags
+    users = [u for u in tags.get("used_by_sweeps", tags.get("trained_under", "")).split(",") if u]
+    if parent_run_id not in users:
+        users.append(parent_run_id)
+    set_tags(uri, run.info.run_id, {"mlflow.parentRunId": parent_run_id, "used_by_sweeps": ",".join(users)})
 
 
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:

@@ -45,6 +45,9 @@ class Runtime:
     max_failures: int = 0
     tags: dict[str, str] = field(default_factory=dict)
     data_source: str = ""  # the prepared data file the trials read (recorded as the runs' dataset input)
+    code_sha: str = ""  # fingerprint of the code a trial runs (pipeline.codegraph), part of every trial's identity
+    # trial identity -> the finished run (of an earlier sweep, or of this one) that has it: reused, not trained
+    reusable: dict[str, str] = field(default_factory=dict)
 
     @property
     def metric(self) -> str:
@@ -104,6 +107,28 @@ def trial_key(runtime: Runtime, cfg: TrialConfig, trial_id: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Training fields that cannot change a trial's weights, so not part of its identity: changing them reuses the trial
+# (tests/test_trial_cache.py trains with each changed and compares every per-epoch metric). Per-layer diagnostics are
+# measurements taken beside the step; checkpoints copy the state. The study's question, claims, report options and Ray
+# concurrency are not in the trial's config at all.
+NOT_IDENTITY = {"study": True, "train": {"diagnostics": True, "checkpoint_every": True}}
+IDENTITY_VERSIONS = ("torch", "numpy")  # the libraries whose numerics a trial's weights depend on
+
+
+def trial_identity(runtime: Runtime, cfg: TrialConfig) -> str:
+    """Everything that decides a trial's trained weights, hashed: its resolved config (model, data set, training)
+    and seed, its number of DDP workers, the prepared data's digest, the code it runs and the torch and numpy
+    versions. A finished run with the same identity is the same trial: a sweep reuses it instead of training."""
+    blob = {
+        "config": cfg.model_dump(mode="json", exclude=NOT_IDENTITY),
+        "workers": runtime.workers_per_trial,
+        "data": runtime.tags.get("data_sha256", ""),
+        "code": runtime.code_sha,
+        "versions": {pkg: runtime.tags.get(f"version.{pkg}", "") for pkg in IDENTITY_VERSIONS},
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
 def run_worker(
     cfg: TrialConfig,
     variant: str,
@@ -137,10 +162,13 @@ def run_worker(
                 "seed": str(cfg.seed),
                 "workers": str(world),
                 "ray_trial_id": trial_id,  # Tune's name for the latest attempt
+                "trial_identity": trial_identity(runtime, cfg),  # what later sweeps reuse it by
+                "trained_under": runtime.parent_run_id,  # its first sweep run; `mlflow.parentRunId` is its latest
                 **(tags or {}),
             },
-            # One run per trial of this run of the sweep: a resumed sweep keeps its parent run, a completed sweep
-            # run again (its code changed, say) gets a new parent and trains every trial again.
+            # One run per trial of this run of the sweep: a resumed sweep keeps its parent run. A completed sweep run
+            # again gets a new parent; its trials reuse earlier runs by identity (tune.trainable), and those that
+            # still train get new runs.
             match={
                 "trial_key": trial_key(runtime, cfg, trial_id),
                 "sweep_id": runtime.sweep_id,
@@ -293,7 +321,10 @@ def _finish_run(
             synchronous=True,
         )
     outcome = "diverged" if result.diverged else "completed"
-    tracking.set_tags(uri, run_id, {"outcome": outcome})
+    # `artifacts`: the files below that later readers need (the report, `pipeline.rerun`); a sweep that would reuse
+    # this run checks they are still there (tracking.missing_artifacts).
+    needed = ["config.yaml", *(["test_correct.npy"] if correct is not None else [])]
+    tracking.set_tags(uri, run_id, {"outcome": outcome, "artifacts": ",".join(needed)})
     c = tracking.client(uri)
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))

@@ -9,7 +9,7 @@ from pipeline.entry import ArgParser, exit_now, guarded
 from pipeline.errors import ConfigError
 from pipeline.jsonfile import read_json
 from pipeline.preflight import preflight
-from pipeline.sweep import run_study
+from pipeline.sweep import RETRAIN_ENV, run_study
 
 
 @guarded
@@ -32,8 +32,11 @@ def main(argv: list[str] | None = None) -> None:
         written = read_json(args.spec, "run `dvc repro specs`")
         if written != json.loads(json.dumps(study.fingerprint())):
             raise ConfigError("out of date with the study and params.yaml; run `dvc repro specs`", file=args.spec)
-    summary = run_study(study, args.data, args.out)
-    print(f"{study.name}: {summary['trials']} trials, {summary['errors']} errors, {summary['wall_seconds']} s")
+    summary = run_study(study, args.data, args.out, retrain=os.environ.get(RETRAIN_ENV) == "1")
+    print(
+        f"{study.name}: {summary['trials']} trials ({summary['trials_reused']} reused, {summary['trials_trained']} "
+        f"trained), {summary['errors']} errors, {summary['wall_seconds']} s"
+    )
     return 1 if summary["errors"] else 0
 
 

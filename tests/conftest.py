@@ -123,11 +123,30 @@ def mlflow_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     Tests that stop, kill or configure a server (auth) start their own."""
     store = tmp_path_factory.mktemp("mlflow_server")
     args = ["server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination"]
+    with mlflow_process([*args, str(store / "art")], env=server_env(), timeout=180) as url:
+        yield url, store
+
+
+@pytest.fixture(scope="session")
+def mlflow_postgres_server(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """(URL, backend store URI) of an `mlflow server` on a real PostgreSQL store, as a shared tracking server runs: the
+    SQLite store of `mlflow_server` lets through what PostgreSQL may not. Skips where PostgreSQL is not installed."""
+    from tests.postgres import postgres_database  # tests/postgres.py imports this module's free_port
+
+    folder = tmp_path_factory.mktemp("mlflow_postgres_server")
+    with postgres_database(folder) as backend_uri:
+        args = ["server", "--backend-store-uri", backend_uri, "--artifacts-destination", str(folder / "art")]
+        with mlflow_process(args, env=server_env(), timeout=180) as url:
+            yield url, backend_uri
+
+
+def server_env() -> dict[str, str]:
+    """This environment for a test's `mlflow server`, less what would point it at the pipeline's own store or Ray, with
+    the venv's `mlflow` first on PATH."""
     drop = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "PIPELINE_ROOT")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    with mlflow_process([*args, str(store / "art")], env=env, timeout=180) as url:
-        yield url, store
+    return env
 
 
 @contextlib.contextmanager
@@ -159,7 +178,8 @@ def mlflow_process(
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a server that died on start: its error must not be masked
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:  # a worker that ignores SIGTERM must not outlive the test

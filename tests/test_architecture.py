@@ -19,6 +19,8 @@ import grimp
 import pytest
 import yaml
 
+from pipeline.codegraph import build_graph, module_closure, module_file
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "pipeline"
 SOURCE_DIRS = ("pipeline", "stages", "benchmarks")  # where the private-import rule holds (tests may reach inside)
@@ -27,10 +29,9 @@ Graph = dict[str, set[str]]  # module -> the project modules it imports directly
 
 
 def module_graph(package: str = PACKAGE) -> tuple[grimp.ImportGraph, Graph]:
-    """grimp's graph of `package` (function-level imports included) and the same as a plain adjacency dict.
-
-    No cache: grimp would otherwise write a `.grimp_cache` folder into the working directory."""
-    graph = grimp.build_graph(package, cache_dir=None)
+    """The project's import graph (`pipeline.codegraph`, which also keys trials on their code) and the same as a
+    plain adjacency dict."""
+    graph = build_graph(package)
     return graph, {m: set(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
 
 
@@ -165,29 +166,6 @@ def imported_modules(script: Path, graph: grimp.ImportGraph) -> set[str]:
                 sub = f"{node.module}.{alias.name}"
                 found.add(sub if sub in graph.modules else node.module)
     return found
-
-
-def module_closure(start: Iterable[str], graph: grimp.ImportGraph) -> set[str]:
-    """Every project module that runs when `start` is imported: what they import, transitively (grimp's
-    "upstream"), and every package above each of those, whose `__init__` Python runs first."""
-    todo, seen = list(start), set()
-    while todo:
-        module = todo.pop()
-        if module in seen or module not in graph.modules:
-            continue
-        seen.add(module)
-        todo += graph.find_upstream_modules(module)
-        todo += [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
-    return seen
-
-
-def module_file(module: str, root: Path = REPO) -> str | None:
-    """`pipeline/x.py` or `pipeline/x/__init__.py`, relative to the repository; None for a namespace package."""
-    base = root.joinpath(*module.split("."))
-    for path in (base / "__init__.py", base.with_suffix(".py")):
-        if path.is_file():
-            return path.relative_to(root).as_posix()
-    return None
 
 
 def covered(file: str, deps: Iterable[str]) -> bool:

@@ -102,6 +102,10 @@ def test_run_goes_through_dvc(capsys, project):
     assert code == 0 and out.strip() == "$ dvc exp run -S profile=tiny report@demo"
     code, out, _ = run(capsys, "--root", str(project), "report", "demo", "--dry-run")
     assert out.strip() == "$ dvc repro --single-item report@demo"
+    code, out, _ = run(capsys, "--root", str(project), "run", "demo", "--retrain", "--dry-run")
+    assert code == 0 and out.strip() == "$ PIPELINE_RETRAIN=1 dvc repro --force report@demo"
+    code, out, _ = run(capsys, "--root", str(project), "run", "demo", "--profile", "tiny", "--retrain", "--dry-run")
+    assert out.strip() == "$ PIPELINE_RETRAIN=1 dvc exp run --force -S profile=tiny report@demo"
 
 
 @pytest.mark.parametrize(

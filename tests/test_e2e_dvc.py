@@ -40,11 +40,14 @@ def _git(cwd: Path, *args: str) -> None:
     )
 
 
-def _dvc(cwd: Path, *args: str, session: bool = False) -> subprocess.CompletedProcess:
-    """`dvc ARGS` in `cwd`; with `session`, under pipeline.ray_session, as `make repro` runs it."""
+def _dvc(cwd: Path, *args: str, session: bool = False, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    """`dvc ARGS` in `cwd`; with `session`, under pipeline.ray_session, as `make repro` runs it; with `pythonpath`,
+    the stages import the `pipeline` package found there (a copy's), not the installed one."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     cmd = [str(Path(sys.executable).parent / "dvc"), *args]
     if session:
         cmd = [sys.executable, "-m", "pipeline.ray_session", "dvc", *args]

@@ -20,7 +20,7 @@ import torch
 
 from pipeline import tracking
 from pipeline.data import Splits
-from pipeline.trial import Runtime, load_checkpoint, run_worker, trial_config, trial_key
+from pipeline.trial import Runtime, TrialConfig, load_checkpoint, run_worker, trial_config, trial_identity, trial_key
 from pipeline.tune.ray_workarounds import quiet_report_log, quiet_sigterm
 
 
@@ -46,8 +46,12 @@ def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
         # its saved state and started the sweep over): keep the run as it is.
         tune.report({k: v for k, v in done.data.metrics.items() if "/" not in k})
         return
+    reused, why_not = _reuse(runtime, cfg)
+    if reused:
+        return
+    tags = {"not_reused": why_not} if why_not else {}  # the driver prints it once the sweep ends
     if runtime.workers_per_trial > 1:
-        _fit_ddp(config, runtime, data, trial_id)
+        _fit_ddp(config, runtime, data, trial_id, tags)
         return
 
     def report(metrics: dict[str, float], ckpt_dir: str | None) -> None:
@@ -59,10 +63,36 @@ def tune_trial(config: dict[str, Any], runtime: Runtime, data: Splits) -> None:
 
     use_gpu = runtime.gpus_per_worker > 0 and torch.cuda.is_available()
     device = torch.device("cuda" if use_gpu else "cpu")
-    run_worker(cfg, variant, runtime, data, trial_id, report, get_checkpoint, device, placement_tags())
+    run_worker(cfg, variant, runtime, data, trial_id, report, get_checkpoint, device, {**placement_tags(), **tags})
 
 
-def _fit_ddp(config: dict[str, Any], runtime: Runtime, data: Splits, trial_id: str) -> None:
+def _reuse(runtime: Runtime, cfg: TrialConfig) -> tuple[bool, str]:
+    """(reused?, why an earlier run of this trial was not). An earlier sweep's run of this very trial (the same
+    `trial_identity`) stands in for it: it becomes a child of this sweep's run, and Tune sees its epochs again, as if
+    it trained (a scheduler like ASHA compares trials epoch by epoch). A run whose artifacts were deleted is not
+    reused: the trial trains again."""
+    from ray import tune
+
+    run_id = runtime.reusable.get(trial_identity(runtime, cfg))
+    if run_id is None:
+        return False, ""
+    uri = runtime.tracking_uri
+    run = tracking.client(uri).get_run(run_id)
+    why_not = tracking.missing_artifacts(uri, run)
+    if why_not:
+        return False, f"run {run_id}: {why_not}"
+    tracking.adopt_run(uri, run, runtime.parent_run_id)
+    metric = runtime.metric
+    final = {k: v for k, v in run.data.metrics.items() if "/" not in k}
+    history = tracking.client(uri).get_metric_history(run_id, metric) if metric in final else []
+    by_epoch = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp) if m.step > 0}
+    for epoch in sorted(by_epoch)[:-1]:
+        tune.report({metric: by_epoch[epoch], "epoch": float(epoch)})
+    tune.report(final)
+    return True, ""
+
+
+def _fit_ddp(config: dict[str, Any], runtime: Runtime, data: Splits, trial_id: str, tags: dict[str, str]) -> None:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -73,7 +103,7 @@ def _fit_ddp(config: dict[str, Any], runtime: Runtime, data: Splits, trial_id: s
         resources["GPU"] = runtime.gpus_per_worker
     trainer = TorchTrainer(
         ddp_worker,
-        train_loop_config={"config": config, "runtime": runtime, "data": data, "trial_id": trial_id},
+        train_loop_config={"config": config, "runtime": runtime, "data": data, "trial_id": trial_id, "tags": tags},
         scaling_config=ray.train.ScalingConfig(
             num_workers=runtime.workers_per_trial, use_gpu=use_gpu, resources_per_worker=resources
         ),
@@ -115,7 +145,7 @@ def ddp_worker(loop_config: dict[str, Any]) -> None:
         report,
         get_checkpoint,
         device,
-        placement_tags(),
+        {**placement_tags(), **loop_config["tags"]},
     )
 
 
