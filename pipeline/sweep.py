@@ -4,6 +4,10 @@ Sweeps are resumable: the Tune experiment folder and the MLflow parent run are n
 defines the sweep (`sweep_id`), so re-running the same command after a crash restores the sweep (`Tuner.restore`):
 finished trials are kept and unfinished ones continue from their checkpoints.
 
+A trial is computed once: a trial that an earlier sweep of the study trained to its end (the same
+`pipeline.trial.trial_identity`) is not trained again. Its run, looked up in one search before the sweep starts, moves
+under this sweep's parent run (`pipeline.tune.trainable`); `sweep.json` counts the trials reused and trained.
+
 A sweep ends early, resumably, on SIGINT or SIGTERM and when its MLflow tracking store or Ray runtime stops
 answering (`SweepGuard`): reachable runs are closed KILLED, no results are written, and the stage exits non-zero
 with one line. A completed sweep keeps no checkpoints (`drop_checkpoints`): what is kept of a trial is in MLflow.
