@@ -449,9 +449,10 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-def log_model(uri: str, run_id: str, model: Any, example: Any) -> str:
-    """Log `model` (its current weights) as the run's MLflow logged model `model`, with a signature and an input
-    example; returns its model id (load it with `mlflow.pytorch.load_model(f"models:/{id}")`).
+def log_model(uri: str, run_id: str, model: Any, example: Any, experiment_id: str) -> str:
+    """Log `model` (its current weights) as the run's MLflow logged model `model`, in the run's experiment (its
+    Models tab), with a signature and an input example; returns its model id (load it with
+    `mlflow.pytorch.load_model(f"models:/{id}")`).
 
     Pickled, not exported: the families' forward passes return dicts (VAE) or own several networks (GAN), which a
     torch.export graph would not keep. Loading it imports this project's `pipeline` package."""
@@ -471,15 +472,25 @@ def log_model(uri: str, run_id: str, model: Any, example: Any) -> str:
     signature = infer_signature(x_np, out.numpy()) if isinstance(out, torch.Tensor) else infer_signature(x_np)
     # MLflow warns at every pickled model that pickle is unsafe to load from strangers: these are our own runs.
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-    info = mlflow.pytorch.log_model(
-        cpu,
-        name="model",
-        run_id=run_id,
-        signature=signature,
-        input_example=x_np,
-        pip_requirements=pip_requirements(),
-        serialization_format="pickle",
-    )
+    # MLflow files a model logged by run id under the process's active experiment, Default (0) in a Ray worker,
+    # not under the run's: MLFLOW_EXPERIMENT_ID is what it reads when no experiment was set in this process.
+    before = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    try:
+        info = mlflow.pytorch.log_model(
+            cpu,
+            name="model",
+            run_id=run_id,
+            signature=signature,
+            input_example=x_np,
+            pip_requirements=pip_requirements(),
+            serialization_format="pickle",
+        )
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = before
     return info.model_id
 
 

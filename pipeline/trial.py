@@ -333,7 +333,7 @@ def _finish_run(
             np.save(Path(d) / "test_correct.npy", correct.numpy().astype(np.uint8))
             c.log_artifact(run_id, str(Path(d) / "test_correct.npy"))
         if best is not None:  # `model` holds the best epoch's weights now (loaded for the test evaluation)
-            model_id = tracking.log_model(uri, run_id, model, example)
+            model_id = tracking.log_model(uri, run_id, model, example, runtime.experiment_id)
             tracking.set_tags(uri, run_id, {"best_model_id": model_id})
         if result.history:
             png = Path(d) / "learning_curve.png"

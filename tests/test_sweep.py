@@ -44,6 +44,10 @@ def test_four_concurrent_trials_on_a_fresh_sqlite_store(tmp_path, prepared_dir, 
         names = {a.path for a in client.list_artifacts(r["run_id"])}
         assert {"config.yaml", "learning_curve.png", "test_correct.npy"} <= names
         assert r["tags"]["best_model_id"]  # the best checkpoint is an MLflow logged model
+    # ... in the study's experiment (its Models tab), one per trial, not in MLflow's Default experiment
+    models = client.search_logged_models(experiment_ids=[summary["experiment_id"]])
+    assert sorted(m.model_id for m in models) == sorted(r["tags"]["best_model_id"] for r in runs)
+    assert {m.source_run_id for m in models} == {r["run_id"] for r in runs}
 
 
 def test_a_completed_sweep_run_again_reuses_every_trial(tmp_path, prepared_dir, ray_local):
