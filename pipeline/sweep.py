@@ -192,7 +192,8 @@ def _sweep(
     errors = _print_trial_errors(study.name, results)
     runs = tracking.export_runs(sw.uri, sw.experiment_id, parent_id)
     reused = sum(r["tags"].get("trained_under", parent_id) != parent_id for r in runs)
-    tracking.set_tags(sw.uri, parent_id, {"trials_reused": reused, "trials_trained": len(runs) - reused})
+    trained = len(runs) - reused
+    tracking.set_tags(sw.uri, parent_id, {"trials_reused": reused, "trials_trained": trained})
     if reused:
         print(f"[{study.name}] {reused} of {len(runs)} trials reused from earlier sweeps, not trained", file=sys.stderr)
     for r in runs:
@@ -212,7 +213,7 @@ def _sweep(
         "seeds": study.seeds,
         "trials": len(results),
         "trials_reused": reused,
-        "trials_trained": len(runs) - reused,
+        "trials_trained": trained,
         "errors": len(errors),
         "closed_left_running": closed,
         "wall_seconds": round(time.time() - t0, 2),

@@ -6,12 +6,13 @@ fresh SQLite store at once race on its schema migration. Trials then only write 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -69,6 +70,22 @@ def client(uri: str) -> MlflowClient:
     return _client(uri)
 
 
+@contextlib.contextmanager
+def scoped_env(**values: str | None) -> Iterator[None]:
+    """Within the block, each named environment variable has its value (None: as it is); after it, each is back to
+    what it was before, whatever the block (or MLflow within it) did to it."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update({name: value for name, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _point_fluent_api(uri: str) -> None:
     """MLflow's fluent calls (log_model, flush_async_logging) go to `uri` from now on, not to a default ./mlflow.db in
     a trial's working directory. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which
@@ -76,12 +93,8 @@ def _point_fluent_api(uri: str) -> None:
     study (a test's) the first one's store. The variable keeps the value the user gave it."""
     import mlflow
 
-    users = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    if users is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = users
+    with scoped_env(MLFLOW_TRACKING_URI=None):
+        mlflow.set_tracking_uri(uri)
 
 
 @functools.lru_cache(maxsize=8)
@@ -474,9 +487,7 @@ def log_model(uri: str, run_id: str, model: Any, example: Any, experiment_id: st
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     # MLflow files a model logged by run id under the process's active experiment, Default (0) in a Ray worker,
     # not under the run's: MLFLOW_EXPERIMENT_ID is what it reads when no experiment was set in this process.
-    before = os.environ.get("MLFLOW_EXPERIMENT_ID")
-    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
-    try:
+    with scoped_env(MLFLOW_EXPERIMENT_ID=experiment_id):
         info = mlflow.pytorch.log_model(
             cpu,
             name="model",
@@ -486,11 +497,6 @@ def log_model(uri: str, run_id: str, model: Any, example: Any, experiment_id: st
             pip_requirements=pip_requirements(),
             serialization_format="pickle",
         )
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-        else:
-            os.environ["MLFLOW_EXPERIMENT_ID"] = before
     return info.model_id
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,19 +68,9 @@ def store_problem(uri: str | None) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def quiet_downloads() -> Iterator[None]:
+def quiet_downloads() -> contextlib.AbstractContextManager[None]:
     """No tqdm bars from artifact downloads in a stage's log."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
+    return tracking.scoped_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
 
 
 def run_config(client: Any, run: Run, workdir: Path) -> dict[str, Any]:

@@ -77,14 +77,15 @@ def _reuse(runtime: Runtime, cfg: TrialConfig) -> tuple[bool, str]:
     if run_id is None:
         return False, ""
     uri = runtime.tracking_uri
-    run = tracking.client(uri).get_run(run_id)
+    c = tracking.client(uri)
+    run = c.get_run(run_id)
     why_not = tracking.missing_artifacts(uri, run)
     if why_not:
         return False, f"run {run_id}: {why_not}"
     tracking.adopt_run(uri, run, runtime.parent_run_id)
     metric = runtime.metric
     final = {k: v for k, v in run.data.metrics.items() if "/" not in k}
-    history = tracking.client(uri).get_metric_history(run_id, metric) if metric in final else []
+    history = c.get_metric_history(run_id, metric) if metric in final else []
     by_epoch = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp) if m.step > 0}
     for epoch in sorted(by_epoch)[:-1]:
         tune.report({metric: by_epoch[epoch], "epoch": float(epoch)})
