@@ -82,6 +82,11 @@ def experiment_url(ui_base: str, experiment_id: str) -> str:
     return f"{ui_base}/#/experiments/{experiment_id}?{TRAINING_VIEW}"
 
 
+def models_url(ui_base: str, experiment_id: str) -> str:
+    """The experiment's Models tab: one logged model per trial, named like its run."""
+    return f"{ui_base}/#/experiments/{experiment_id}/models?{TRAINING_VIEW}"
+
+
 def data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
@@ -249,6 +254,7 @@ def study_section(report_dir: Path, ui_base: str | None = None) -> str:
         meta.append(f"seeds {escape(str(a['seeds']))}")
     if exp:
         meta.append(f'<a href="{escape(experiment_url(ui, exp))}">MLflow experiment {escape(str(exp))}</a>')
+        meta.append(f'<a href="{escape(models_url(ui, exp))}">its logged models</a>')
         if a.get("parent_run_id"):
             meta.append(f'<a href="{escape(run_url(ui, exp, a["parent_run_id"]))}">sweep parent run</a>')
     out.append(f'<p class="meta">{" · ".join(meta)}</p>')

@@ -462,10 +462,13 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-def log_model(uri: str, run_id: str, model: Any, example: Any, experiment_id: str) -> str:
-    """Log `model` (its current weights) as the run's MLflow logged model `model`, in the run's experiment (its
-    Models tab), with a signature and an input example; returns its model id (load it with
-    `mlflow.pytorch.load_model(f"models:/{id}")`).
+def log_model(
+    uri: str, run_id: str, model: Any, example: Any, experiment_id: str, name: str, tags: dict[str, str]
+) -> str:
+    """Log `model` (its current weights) as the run's MLflow logged model `name`, in the run's experiment (its
+    Models tab), with a signature, an input example and `tags`; returns its model id (load it with
+    `mlflow.pytorch.load_model(f"models:/{id}")`). `tags` name the source (`mlflow.source.name`): MLflow would
+    otherwise name the process's main file, Ray's `default_worker.py`.
 
     Pickled, not exported: the families' forward passes return dicts (VAE) or own several networks (GAN), which a
     torch.export graph would not keep. Loading it imports this project's `pipeline` package."""
@@ -490,8 +493,9 @@ def log_model(uri: str, run_id: str, model: Any, example: Any, experiment_id: st
     with scoped_env(MLFLOW_EXPERIMENT_ID=experiment_id):
         info = mlflow.pytorch.log_model(
             cpu,
-            name="model",
+            name=name,
             run_id=run_id,
+            tags=tags,
             signature=signature,
             input_example=x_np,
             pip_requirements=pip_requirements(),

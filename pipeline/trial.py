@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,6 +130,17 @@ def trial_identity(runtime: Runtime, cfg: TrialConfig) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
+def trial_name(study: str, variant: str, seed: int) -> str:
+    """A trial's run name: `activations-relu-s0`, `depth_capacity-hidden=[64],lr=0.1-s1`."""
+    return f"{study}-{variant}-s{seed}"
+
+
+def model_name(study: str, variant: str, seed: int) -> str:
+    """A trial's logged model's name: its run's, where MLflow refuses `.`, `/`, `:`, `%` and quotes in a model's
+    name (`lr=0.1` becomes `lr=0_1`; the model's `variant` tag keeps the label as it is)."""
+    return re.sub(r"[./:%\"']", "_", trial_name(study, variant, seed))
+
+
 def run_worker(
     cfg: TrialConfig,
     variant: str,
@@ -151,7 +163,7 @@ def run_worker(
         run_id = tracking.start_or_resume_run(
             runtime.tracking_uri,
             runtime.experiment_id,
-            run_name=f"{runtime.study.name}-{variant}-s{cfg.seed}",
+            run_name=model_name(runtime.study.name, variant, cfg.seed),
             tags={
                 **runtime.tags,
                 "mlflow.parentRunId": runtime.parent_run_id,
@@ -239,7 +251,7 @@ def run_worker(
         test = evaluate(model, data.x_test, data.y_test, task, cfg.train.eval_batch_size, prefix="test")
     if rank == 0:
         correct = per_example_correct(model, data, task, cfg.train.eval_batch_size) if best is not None else None
-        _finish_run(runtime, cfg, run_id, result, test, best, model, data.x_val[:2], correct)
+        _finish_run(runtime, cfg, variant, run_id, result, test, best, model, data.x_val[:2], correct)
     return result
 
 
@@ -289,6 +301,7 @@ def _broadcast_state(state, model, device):
 def _finish_run(
     runtime: Runtime,
     cfg: TrialConfig,
+    variant: str,
     run_id: str,
     result: FitResult,
     test: dict[str, float],
@@ -333,7 +346,20 @@ def _finish_run(
             np.save(Path(d) / "test_correct.npy", correct.numpy().astype(np.uint8))
             c.log_artifact(run_id, str(Path(d) / "test_correct.npy"))
         if best is not None:  # `model` holds the best epoch's weights now (loaded for the test evaluation)
-            model_id = tracking.log_model(uri, run_id, model, example, runtime.experiment_id)
+            model_id = tracking.log_model(
+                uri,
+                run_id,
+                model,
+                example,
+                runtime.experiment_id,
+                name=model_name(runtime.study.name, variant, cfg.seed),
+                tags={
+                    **{k: v for k, v in runtime.tags.items() if k.startswith("mlflow.source.")},
+                    "study": runtime.study.name,
+                    "variant": variant,
+                    "seed": str(cfg.seed),
+                },
+            )
             tracking.set_tags(uri, run_id, {"best_model_id": model_id})
         if result.history:
             png = Path(d) / "learning_curve.png"

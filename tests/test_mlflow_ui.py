@@ -134,3 +134,19 @@ def test_a_trial_page_shows_its_dataset_and_logged_model(ui, swept, browser):
 
     model = mlflow.pytorch.load_model(f"models:/{run.data.tags['best_model_id']}")
     assert sum(p.numel() for p in model.parameters()) == int(run.data.metrics["n_params"])
+
+
+def test_the_experiments_models_tab_lists_one_model_per_trial_by_name(ui, swept, browser):
+    """The Models tab of the study's experiment (the report's "its logged models" link) lists each trial's model by
+    its study, variant and seed, logged from the pipeline's program rather than Ray's worker script."""
+    from mlflow import MlflowClient
+
+    from pipeline.html import models_url
+
+    _, summary = swept
+    runs = MlflowClient(summary["tracking_uri"]).search_runs([summary["experiment_id"]], "tags.variant != ''")
+    assert sorted(r.info.run_name for r in runs) == ["ui_study-relu-s0", "ui_study-tanh-s0"]
+    browser.get(models_url(ui, summary["experiment_id"]))
+    text = _wait_for_text(browser, ["ui_study-relu-s0", "ui_study-tanh-s0"])
+    assert "default_worker" not in text
+    assert "No models" not in text

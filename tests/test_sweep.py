@@ -48,6 +48,12 @@ def test_four_concurrent_trials_on_a_fresh_sqlite_store(tmp_path, prepared_dir, 
     models = client.search_logged_models(experiment_ids=[summary["experiment_id"]])
     assert sorted(m.model_id for m in models) == sorted(r["tags"]["best_model_id"] for r in runs)
     assert {m.source_run_id for m in models} == {r["run_id"] for r in runs}
+    # ... each named for its trial (study, variant, seed), its source the stage's program, not Ray's worker script
+    assert sorted(m.name for m in models) == sorted(r["run_name"] for r in runs)
+    for m in models:
+        source = client.get_run(m.source_run_id).data.tags["mlflow.source.name"]
+        assert m.tags["mlflow.source.name"] == source != "default_worker.py"
+        assert m.name == f"{m.tags['study']}-{m.tags['variant']}-s{m.tags['seed']}"
 
 
 def test_a_completed_sweep_run_again_reuses_every_trial(tmp_path, prepared_dir, ray_local):
