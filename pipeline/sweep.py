@@ -89,9 +89,10 @@ class _Sweep:
     tune_name: str  # the Tune experiment's name and folder under `storage`
     data_dir: Path
 
-    @property
+    @functools.cached_property
     def provenance(self) -> dict[str, str]:
-        """MLflow's source tags and the DVC stage and data hash, for the parent run and every trial's run."""
+        """MLflow's source tags and the DVC stage and data hash, for the parent run and every trial's run (read once:
+        git and dvc.lock)."""
         entry = Path(sys.argv[0]).resolve()
         entry_name = entry.relative_to(self.root).as_posix() if entry.is_relative_to(self.root) else entry.name
         return {

@@ -9,7 +9,6 @@ from pipeline.entry import ArgParser, exit_now, guarded
 from pipeline.errors import ConfigError
 from pipeline.jsonfile import read_json
 from pipeline.preflight import preflight
-from pipeline.sweep import RETRAIN_ENV, run_study
 
 
 @guarded
@@ -26,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     # (persist: true), so a refusal here loses nothing.
     spec = Path(args.study)
     preflight(args.params, spec.parent, [spec.stem], services=not os.environ.get("PIPELINE_PREFLIGHT_DONE"))
+    # Only now torch, Ray and MLflow (3-4 s of imports): a refused study's stage ends in about a second.
+    from pipeline.sweep import RETRAIN_ENV, run_study
+
     params = load_params(args.params)
     study = load_study(args.study, params, args.params)
     if args.spec is not None:  # the file DVC tracks for this stage must describe the sweep it runs
