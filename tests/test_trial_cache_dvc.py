@@ -101,5 +101,6 @@ def test_each_edit_trains_exactly_the_trials_it_changes(project):
     forced, runs6, t_forced, _ = _repro(repo, "--force")
     assert (forced["trials_reused"], forced["trials_trained"]) == (12, 0)
     assert runs6 == runs4
+    # Times are printed, not asserted (a busy machine decides them; -f also runs prepare again): what the cache saves
+    # is measured by benchmarks/trial_cache.py.
     print(f"dvc repro: first {t_first:.0f} s (6 trials), all 12 trained {t_all:.0f} s, -f {t_forced:.0f} s")
-    assert t_forced < t_all
