@@ -163,7 +163,7 @@ def run_worker(
         run_id = tracking.start_or_resume_run(
             runtime.tracking_uri,
             runtime.experiment_id,
-            run_name=model_name(runtime.study.name, variant, cfg.seed),
+            run_name=trial_name(runtime.study.name, variant, cfg.seed),
             tags={
                 **runtime.tags,
                 "mlflow.parentRunId": runtime.parent_run_id,

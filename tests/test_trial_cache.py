@@ -20,7 +20,7 @@ from pipeline.config import load_params, load_study
 from pipeline.data import load_prepared
 from pipeline.sweep import run_study
 from pipeline.train import fit
-from pipeline.trial import Runtime, trial_identity
+from pipeline.trial import Runtime, model_name, trial_identity, trial_name
 from tests.conftest import SERIAL_TRIALS, TINY_SPEC, write_params, write_spec
 
 
@@ -134,3 +134,9 @@ def test_more_seeds_and_one_more_variant_train_only_the_new_trials(tmp_path, pre
     fourth, retrained = _sweep(tmp_path, prepared_dir, more, seeds=2, retrain=True)
     assert (fourth["trials_reused"], fourth["trials_trained"]) == (0, 6)
     assert not {r["run_id"] for r in retrained.values()} & {r["run_id"] for r in again.values()}
+
+
+def test_a_run_keeps_its_variant_label_and_its_model_name_replaces_what_mlflow_refuses():
+    variant = "lr=0.8,grad_clip=0.05"
+    assert trial_name("grad_clipping", variant, 1) == "grad_clipping-lr=0.8,grad_clip=0.05-s1"
+    assert model_name("grad_clipping", variant, 1) == "grad_clipping-lr=0_8,grad_clip=0_05-s1"
