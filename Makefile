@@ -1,4 +1,5 @@
-# The few commands people run. Each installs into .venv first (once; again only when pyproject.toml changes).
+# The few commands people run. Each installs into .venv first (once; again only when requirements.lock or
+# pyproject.toml changes).
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY ?= python3
@@ -7,10 +8,15 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: install repro test test-fast lint bench
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every package at the version and with the file hashes requirements.lock records (the dependencies and the test
+# extra, resolved once: docs/dependencies.md), then the project itself with nothing resolved; `pip check` fails the
+# install if the lock lacks something pyproject.toml requires.
+$(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 repro: install          ## the main job: every stage of dvc.yaml on the embedded default data

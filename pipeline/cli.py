@@ -31,7 +31,7 @@ USAGE = """Run the studies through DVC and read their answers (dvc.lock stays tr
     pipeline studies                     every study in params.yaml: results, report, DVC status
     pipeline run STUDY [--profile P]     dvc repro report@STUDY  (another profile: dvc exp run -S profile=P ...)
     pipeline report STUDY [--out DIR]    dvc repro --single-item report@STUDY  (or a scratch copy in DIR)
-    pipeline show STUDY                  the question, the answer and the table in the terminal
+    pipeline show STUDY                  the question, the claims' verdicts, the answer and the table
 
 Bad input prints one line and exits with code 2."""
 
@@ -150,7 +150,7 @@ def cmd_studies(project: Project, args: argparse.Namespace) -> int:
     if not rows:
         print("no studies in params.yaml")
         return 0
-    print(_table(rows))
+    print(_table(rows, width=_width(80, 120), shrink="question"))
     if status is None and not args.no_dvc:
         print("(dvc status unavailable: not a git + DVC checkout?)")
     for e in problems:
@@ -266,8 +266,10 @@ def cmd_report(project: Project, args: argparse.Namespace) -> int:
 
 
 def cmd_show(project: Project, args: argparse.Namespace) -> int:
+    """The question; the claims' verdicts, one line each; the headline (the answer's first sentences); the table;
+    then the detail: the rest of the answer, the claims' reasons and the arithmetic checks."""
     from pipeline.html import load_report
-    from pipeline.report.markdown import claim_rows, how_measured, table_rows
+    from pipeline.report.markdown import how_measured, table_rows
 
     study = project.check_study(args.study)
     paths = project.paths(study)
@@ -277,34 +279,69 @@ def cmd_show(project: Project, args: argparse.Namespace) -> int:
         from pipeline.config import read_yaml
 
         question = read_yaml(paths["spec"]).get("question", "")
-    width = max(60, min(shutil.get_terminal_size((100, 20)).columns, 120))
-    print(f"{study}: {question}")
+    width = _width(60, 120)
+    claims, checks = a.get("claims") or [], a.get("checks") or []
+    # The report's answer in its parts (claims, headline, detail); a report built before the parts: all headline.
+    parts = a.get("answer_parts") or {"headline": [a["answer"]], "detail": []}
+
+    print(textwrap.fill(f"{study}: {question}", width=width, subsequent_indent="    "))
+    if claims or checks:
+        print()
+        print("claims, one line each (their reasons are below the table):" if claims else "no inferential claims")
+        pad = max(len(c["verdict"]) for c in claims) if claims else 0
+        for c in claims:
+            print(f"  {c['verdict'].ljust(pad)}  " + _trim(c["claim"], width - pad - 4))
+        if checks:
+            held = sum(c["verdict"] == "confirmed" for c in checks)
+            print(f"  + {len(checks)} arithmetic check{'s' * (len(checks) != 1)} (not inference), {held} hold")
     print()
-    print(textwrap.fill(a["answer"], width=width))
+    print(textwrap.fill(" ".join(parts["headline"]), width=width))
     print()
     rows = table_rows(a)
     if rows:
         print(_table(rows))
         print(textwrap.fill(how_measured(a), width=width))
+    if parts["detail"]:
+        print()
+        print(textwrap.fill(" ".join(parts["detail"]), width=width))
     conf = a.get("confusion") or {}
     if "accuracy" in conf:
         best = f"{conf['variant']}, seed {conf['seed']}, run {conf['run_id']}"
         print(f"\nbest run ({best}) on the test split: accuracy {conf['accuracy']:.4g}")
-    claims = claim_rows(a)
-    if claims:
-        print("\nclaims:")
-        for c in claims:
+    for title, items in (("claims", claims), ("checks (arithmetic identities, apart from the claims)", checks)):
+        if items:
+            print(f"\n{title}:")
+        for c in items:
             print(textwrap.fill(f"[{c['verdict']}] {c['claim']}", width=width, subsequent_indent="    "))
-            print(textwrap.fill(c["reason"], width=width, initial_indent="    ", subsequent_indent="    "))
+            if c["reason"]:
+                print(textwrap.fill(c["reason"], width=width, initial_indent="    ", subsequent_indent="    "))
     return 0
 
 
-def _table(rows: list[dict[str, str]]) -> str:
-    """Plain aligned columns: readable in a terminal and in a log file alike."""
+def _trim(text: str, width: int) -> str:
+    """`text` on one line of at most `width` characters, cut at a word and ending in "…" when it was longer."""
+    return textwrap.shorten(text, max(width, 12), placeholder=" …")
+
+
+def _width(lo: int, hi: int) -> int:
+    """The terminal's width (COLUMNS when set), kept within [lo, hi]."""
+    return max(lo, min(shutil.get_terminal_size((hi, 20)).columns, hi))
+
+
+def _table(rows: list[dict[str, str]], width: int | None = None, shrink: str | None = None) -> str:
+    """Plain aligned columns: readable in a terminal and in a log file alike. With `width`, the cells of the column
+    `shrink` are shortened (ending in "…") so that every line fits; the other columns stay whole."""
     cols = list(rows[0])
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    cells = [{c: str(r[c]) for c in cols} for r in rows]
+    if width is not None and shrink in widths:
+        room = width - sum(w + 2 for c, w in widths.items() if c != shrink)
+        widths[shrink] = max(len(shrink), min(widths[shrink], room), 12)
+        for r in cells:
+            if len(r[shrink]) > widths[shrink]:
+                r[shrink] = _trim(r[shrink], widths[shrink])
     lines = ["  ".join(c.ljust(widths[c]) for c in cols).rstrip(), "  ".join("-" * widths[c] for c in cols)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip() for r in rows]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in cols).rstrip() for r in cells]
     return "\n".join(lines)
 
 

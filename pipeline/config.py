@@ -28,6 +28,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -214,6 +215,10 @@ class Claim(Strict):
     metric     a run metric (its final value, `pipeline.runs.final`), or `<section>.<quantity>` for a per-seed value
                a report section computes; default: the study's headline metric (the test metric of the
                best-validation checkpoint).
+    margin     required, > 0, for `no_gain` (the largest gain that counts as none) and `chance` (how near chance
+               counts as at it): their equivalence tests need it declared before the runs; optional for `trains`
+               (how far above chance counts as learning, default 0); refused for the other kinds, whose tests
+               have none.
     """
 
     claim: str
@@ -224,7 +229,21 @@ class Claim(Strict):
     direction: Literal["max", "min"] | None = None
     value: Float | None = None
     tolerance: Float = Field(0.05, ge=0)
-    margin: Float = Field(0.0, ge=0)
+    margin: Float | None = Field(None, ge=0, validate_default=True)
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_for_the_kind(cls, v: float | None, info: ValidationInfo) -> float | None:
+        kind = info.data.get("kind")
+        if kind in ("no_gain", "chance") and (v is None or v <= 0):
+            got = "none" if v is None else f"{v:g}"
+            raise _refused(
+                f"a {kind} claim is an equivalence test and needs a margin > 0, declared before the runs (got {got}): "
+                "the largest difference that still counts as none, in the metric's units, e.g. `margin: 0.01`"
+            )
+        if kind in ("better", "ratio", "extreme") and v is not None:
+            raise _refused(f"a {kind} claim takes no margin (allowed for no_gain, chance and trains)")
+        return v
 
 
 class StudySpec(Strict):

@@ -337,20 +337,91 @@ def holm_vs_baseline(groups: Mapping[str, Sequence[float]], baseline: str, alpha
     return _welch_holm([(name, baseline) for name in others], data, alpha, method)
 
 
-def welch_difference_interval(
-    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
-) -> tuple[float, float] | None:
-    """Welch's interval for mean(a) - mean(b), unequal variances (the interval of the test `holm_*` run); None
-    when it is not defined: one seed on a side, or no spread on either."""
-    na, nb = len(a), len(b)
-    sa, sb = spread(a), spread(b)
-    if na < 2 or nb < 2 or sa == sb == 0:
-        return None
-    qa, qb = sa**2 / na, sb**2 / nb
-    df = (qa + qb) ** 2 / (qa**2 / (na - 1) + qb**2 / (nb - 1))  # Welch-Satterthwaite
-    half = float(stats.t.ppf((1 + confidence) / 2, df)) * math.sqrt(qa + qb)
-    d = sum(a) / na - sum(b) / nb
-    return d - half, d + half
+# --- 2b. one test of a family: directed, against a margin, or against a fixed level ----------------------
+
+Alternative = Literal["two-sided", "greater", "less"]
+_FLIP: dict[str, Alternative] = {"greater": "less", "less": "greater", "two-sided": "two-sided"}
+
+
+@dataclass(frozen=True)
+class MeanTest(_AsDict):
+    """One raw test about d = mean(a) - reference - shift (reference: mean(b), or a fixed level): H1 is d > 0
+    ("greater"), d < 0 ("less") or d != 0. `p_value` is raw (a family adjusts it); 1.0 when no test is defined."""
+
+    p_value: float
+    method: str
+    reason: str = ""  # why no test is defined, when none is
+
+
+def _decided(d: float, alternative: str, what: str) -> MeanTest:
+    # no variation anywhere: the value decides, exactly (p 0 on H1's side, else 1)
+    hit = d > 0 if alternative == "greater" else d < 0 if alternative == "less" else d != 0
+    return MeanTest(0.0 if hit else 1.0, f"no test: {what}, so the value decides")
+
+
+def mean_test(
+    a: Sequence[float],
+    b: Sequence[float] | None = None,
+    *,
+    level: float | None = None,
+    alternative: Alternative = "two-sided",
+    shift: float = 0.0,
+) -> MeanTest:
+    """Welch's t-test of mean(a) - mean(b) - shift, or a one-sample t-test of mean(a) - level - shift.
+
+    Identical seeds on one arm: that arm's mean has no seed noise to estimate, and Welch's statistic reduces to a
+    one-sample t-test of the other arm against that constant (df = n - 1), which is what runs, named so. Identical
+    seeds on both arms: no test is defined (p = 1, `NO_SPREAD`), as for `holm_all_pairs`. A single arm of
+    identical seeds against a fixed level (a model collapsed to one output, exactly at chance): no noise at all,
+    so its value decides (p = 0 when on the alternative's side, else 1), and the method says so."""
+    x = _flat(a, "a")
+    if b is None:
+        if level is None:
+            raise ValueError("give b or a level")
+        ref = level + shift
+        if x.size < 2:
+            return MeanTest(1.0, "one-sample t-test", ONE_SEED)
+        if _constant(x):
+            return _decided(float(x[0]) - ref, alternative, f"identical over its {x.size} seeds")
+        res = stats.ttest_1samp(x, ref, alternative=alternative)
+        return MeanTest(float(res.pvalue), f"one-sample t-test (df {x.size - 1})")
+    y = _flat(b, "b")
+    if x.size < 2 or y.size < 2:
+        return MeanTest(1.0, "Welch t-test", ONE_SEED)
+    cx, cy = _constant(x), _constant(y)
+    if cx and cy:
+        return MeanTest(1.0, "Welch t-test", NO_SPREAD)
+    if cy:
+        res = stats.ttest_1samp(x, float(y[0]) + shift, alternative=alternative)
+        return MeanTest(float(res.pvalue), f"one-sample t-test of a against b's constant value (df {x.size - 1})")
+    if cx:
+        res = stats.ttest_1samp(y, float(x[0]) - shift, alternative=_FLIP[alternative])
+        return MeanTest(float(res.pvalue), f"one-sample t-test of b against a's constant value (df {y.size - 1})")
+    res = stats.ttest_ind_from_stats(
+        x.mean() - shift, spread(x), x.size, y.mean(), spread(y), y.size, equal_var=False, alternative=alternative
+    )
+    return MeanTest(float(res.pvalue), "Welch t-test")
+
+
+def equivalence_test(
+    a: Sequence[float], b: Sequence[float] | None = None, *, level: float | None = None, margin: float
+) -> tuple[MeanTest, MeanTest]:
+    """(TOST that |mean(a) - reference| < margin, its opposite: that it exceeds the margin on either side).
+
+    TOST: the larger p of the two one-sided tests at -margin and +margin (Schuirmann; `statsmodels`' `ttost_ind`
+    and `DescrStatsW.ttost_mean` compute the same, without `mean_test`'s handling of identical seeds). The
+    opposite is the smaller p of the one-sided tests beyond each end: the two regions are disjoint, so at either
+    boundary its size is at most alpha plus the other side's (negligible) rejection rate."""
+    if margin <= 0:
+        raise ValueError(f"an equivalence margin must be > 0, got {margin}")
+    lo = mean_test(a, b, level=level, alternative="greater", shift=-margin)
+    hi = mean_test(a, b, level=level, alternative="less", shift=margin)
+    out_hi = mean_test(a, b, level=level, alternative="greater", shift=margin)
+    out_lo = mean_test(a, b, level=level, alternative="less", shift=-margin)
+    reason = lo.reason or hi.reason
+    tost = MeanTest(max(lo.p_value, hi.p_value), f"TOST within ±{margin:g}, two one-sided tests ({lo.method})", reason)
+    beyond = MeanTest(min(out_hi.p_value, out_lo.p_value), f"beyond ±{margin:g} ({lo.method})", reason)
+    return tost, beyond
 
 
 # --- 3. P(A > B) over seeds and test examples --------------------------------------------------------------
@@ -482,11 +553,12 @@ class TimeComparison(_AsDict):
     verdict: str
 
 
-def seeds_for_rank_test(alpha: float) -> int:
-    """Smallest k for which a two-sided exact rank/permutation test with k vs k runs can reach alpha."""
+def seeds_for_rank_test(alpha: float, sides: int = 2) -> int:
+    """Smallest k for which an exact rank/permutation test (two-sided, or one-sided with `sides=1`) with k vs k
+    runs can reach alpha."""
     _check_prob(alpha, "alpha")
     k = 2
-    while 2 / math.comb(2 * k, k) > alpha:
+    while sides / math.comb(2 * k, k) > alpha:
         k += 1
     return k
 
@@ -499,10 +571,12 @@ def compare_time_to_target(
     max_epochs: float,
     alpha: float = 0.05,
     rng: Seed = 0,
+    alternative: Alternative = "two-sided",
 ) -> TimeComparison:
     """Does A reach the target sooner than B? Gehan's generalized Wilcoxon score with an (exact when feasible)
     permutation test: censored runs count as slower than any run that reached the target before they stopped,
-    never as having taken a made-up number of epochs. Without censoring it is the exact Mann-Whitney test."""
+    never as having taken a made-up number of epochs. Without censoring it is the exact Mann-Whitney test.
+    `alternative="greater"`: H1 is that A reaches it sooner (a one-sided test, smallest p half the two-sided one)."""
     _check_prob(alpha, "alpha")
     ta, ea = _censored(reached_a, epochs_a, max_epochs)
     tb, eb = _censored(reached_b, epochs_b, max_epochs)
@@ -519,18 +593,22 @@ def compare_time_to_target(
     if min(na, nb) >= 2:
         idx = np.arange(na + nb, dtype=float)  # permute run indices; the statistic looks the scores up
         res = stats.permutation_test(
-            (idx[:na], idx[na:]), gehan, vectorized=True, n_resamples=9999, alternative="two-sided", rng=rng
+            (idx[:na], idx[na:]), gehan, vectorized=True, n_resamples=9999, alternative=alternative, rng=rng
         )
         stat, p = float(res.statistic), float(res.pvalue)
     else:
         # scipy wants two runs per group; with one, the n relabellings are which run is the lone one
         null = score.sum(1) if na == 1 else -score.sum(1)
         stat = float(null[0] if na == 1 else null[-1])
-        p = min(1.0, 2 * min(float((null >= stat).mean()), float((null <= stat).mean())))
+        up, down = float((null >= stat).mean()), float((null <= stat).mean())
+        p = {"greater": up, "less": down}.get(alternative, min(1.0, 2 * min(up, down)))
     exact = math.comb(na + nb, na) <= 9999
+    sides = 2 if alternative == "two-sided" else 1
     method = f"Gehan-Wilcoxon {'exact' if exact else 'Monte Carlo'} permutation test ({na} vs {nb} runs)"
-    min_p = min(1.0, 2 / math.comb(na + nb, na))
-    need = seeds_for_rank_test(alpha)
+    if sides == 1:
+        method = "one-sided " + method
+    min_p = min(1.0, sides / math.comb(na + nb, na))
+    need = seeds_for_rank_test(alpha, sides)
     if min_p > alpha:
         verdict = (
             f"inconclusive: with n={na} vs {nb} per group no rank test can reach alpha={alpha:g} "

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.jsonfile import is_int, is_number, json_kind, read_json
-from pipeline.report.markdown import TABLE_METRICS, VERDICTS, claim_rows, how_measured, table_rows
+from pipeline.report.markdown import TABLE_METRICS, VERDICTS, claim_rows, how_measured, table_rows, verdict_counts
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 MLFLOW_UI_ENV = "PIPELINE_MLFLOW_UI"
@@ -139,6 +139,7 @@ REPORT_CHECKS: tuple[Check, ...] = (
     ("figures", lambda v: isinstance(v, list) and all(map(_is_str, v)), "a list of file names", False),
     ("confusion", lambda v: v is None or isinstance(v, dict), "a JSON object", False),
     ("claims", lambda v: isinstance(v, list) and all(map(_is_claim, v)), "a list of {claim, verdict, reason}", False),
+    ("checks", lambda v: isinstance(v, list) and all(map(_is_claim, v)), "a list of {claim, verdict, reason}", False),
     *(
         (k, lambda v: v is None or _is_str(v), "a string", False)
         for k in ("study", "question", "test", "tracking_uri", "profile", "experiment_id", "parent_run_id")
@@ -286,20 +287,30 @@ def study_section(report_dir: Path, ui_base: str | None = None) -> str:
 
 
 def claims_table(reports: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
-    """One table of every study's claims and verdicts (study, claim, verdict, reason), verdicts coloured."""
+    """Every study's inferential claims with their verdicts (study, claim, verdict, reason), verdicts coloured and
+    counted; then, apart and counted apart, the arithmetic checks (identities of the built models)."""
     rows = [(study, c) for study, a in reports for c in claim_rows(a)]
-    counts = {v: sum(c["verdict"] == v for _, c in rows) for v in VERDICTS}
+    checks = [(study, c) for study, a in reports for c in claim_rows(a, "checks")]
     out = ['<section id="all-claims">', "<h2>Claims</h2>"]
-    if not rows:
+    if not rows and not checks:
         out += ['<p class="meta">No study declares claims (<code>expect:</code> in its spec).</p>', "</section>"]
         return out
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     out.append(
-        f'<p class="meta">{len(rows)} claims from the studies\' specs, checked against their runs: {summary}.</p>'
+        f"<p class=\"meta\">{len(rows)} inferential claims from the studies' specs, each tested in its study's one "
+        f"Holm family: {verdict_counts([c for _, c in rows])}. Apart from them, {len(checks)} arithmetic checks "
+        f"(not inference): {sum(c['verdict'] == 'confirmed' for _, c in checks)} hold.</p>"
     )
-    out += [
-        '<div class="scroll"><table class="claims">',
-        "<thead><tr><th>study</th><th>claim</th><th>verdict</th><th>reason</th></tr></thead>",
+    out += _verdict_table(rows, "claim")
+    if checks:
+        out += ["<h3>Arithmetic checks</h3>", *_verdict_table(checks, "check")]
+    out.append("</section>")
+    return out
+
+
+def _verdict_table(rows: list[tuple[str, dict[str, str]]], what: str) -> list[str]:
+    out = [
+        f'<div class="scroll"><table class="claims {what}s">',
+        f"<thead><tr><th>study</th><th>{what}</th><th>verdict</th><th>reason</th></tr></thead>",
         "<tbody>",
     ]
     for study, c in rows:
@@ -309,8 +320,7 @@ def claims_table(reports: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
             f'<td class="verdict {verdict}">{escape(c["verdict"])}</td>'
             f'<td class="reason">{escape(c["reason"])}</td></tr>'
         )
-    out += ["</tbody>", "</table></div>", "</section>"]
-    return out
+    return [*out, "</tbody>", "</table></div>"]
 
 
 def render_index(report_dirs: Sequence[Path], ui_base: str | None = None, title: str = "Studies") -> str:

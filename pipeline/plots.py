@@ -387,10 +387,11 @@ def perplexity_by_order(
     flat: Mapping[str, Mapping],
     path: Path,
     title: str = "",
+    ylabel: str = "perplexity",
 ) -> Path:
-    """Perplexity against n-gram order: one line per family/width of (N, summary) points (mean, 95% interval as
-    whiskers, seeds as dots); a model without an order (an LSTM) as its mean, a horizontal line, with its interval
-    as a band."""
+    """Perplexity (`ylabel` says which) against n-gram order: one line per family/width of (N, summary) points
+    (mean, 95% interval as whiskers, seeds as dots); a model without an order (an LSTM) as its mean, a horizontal
+    line, with its interval as a band."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     shown: list[Mapping] = []
     for label, points in lines.items():
@@ -410,7 +411,7 @@ def perplexity_by_order(
     if (lim := axis_limits(axis_values(shown), metric_bounds("perplexity"), pad=0.15)) is not None:
         ax.set_ylim(*lim)
     ax.set_xlabel("n-gram order N (context = N-1 words)")
-    ax.set_ylabel("validation perplexity")
+    ax.set_ylabel(ylabel)
     _title(ax, f"{title}\n{interval_note(shown, 'whiskers and bands')}; dots: seeds")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

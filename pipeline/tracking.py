@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
+import platform
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -214,6 +216,50 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+# The CPU flags that decide which vector kernels torch, MKL and oneDNN dispatch to (and so a float result's last bits).
+SIMD_FLAG = ("sse", "ssse", "avx", "fma", "f16c", "amx", "asimd", "sve", "neon")
+
+
+@functools.cache
+def _machine() -> dict[str, str]:
+    """What a trial's numbers can depend on beyond its config and package versions: the CPU and the torch build."""
+    import torch
+
+    cpu: dict[str, str] = {}
+    with contextlib.suppress(OSError):  # Linux; elsewhere platform.processor() names the CPU
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            cpu.setdefault(key.strip(), value.strip())
+    flags = sorted(set(cpu.get("flags", cpu.get("Features", "")).split()))
+    config = torch.__config__.show()
+    blas = next((line.strip(" -") for line in config.splitlines() if "Math Kernel" in line or "BLAS" in line), "")
+    return {
+        "host.cpu_model": cpu.get("model name") or platform.processor() or platform.machine(),
+        "host.cpu_simd": " ".join(f for f in flags if f.startswith(SIMD_FLAG)),
+        "host.cpu_flags_sha256": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16],
+        "host.cpu_count": str(os.cpu_count()),
+        "host.platform": platform.platform(),
+        "torch.version": torch.__version__,
+        "torch.git_version": torch.version.git_version,
+        "torch.cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch runs: AVX2, AVX512...
+        "torch.blas": blas,
+        "torch.build_sha256": hashlib.sha256(config.encode()).hexdigest()[:16],  # of torch.__config__.show()
+    }
+
+
+def machine_tags(device: Any = None) -> dict[str, str]:
+    """Tags for a trial's run, taken in the process that trains it: the CPU model and instruction set, the torch
+    build, the threads torch uses now, and the GPU where `device` is one. Where two runs of one trial differ in
+    their last bits, look here first."""
+    import torch
+
+    tags = {**_machine(), "torch.num_threads": str(torch.get_num_threads())}
+    if device is not None and torch.device(device).type == "cuda":
+        tags["host.gpu_model"] = torch.cuda.get_device_name(device)
+        tags["torch.cudnn"] = str(torch.backends.cudnn.version())
+    return {k: v[:5000] for k, v in tags.items()}  # MLflow's limit on a tag's value
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -166,6 +166,7 @@ def run_worker(
             run_name=trial_name(runtime.study.name, variant, cfg.seed),
             tags={
                 **runtime.tags,
+                **tracking.machine_tags(device),  # the CPU, its instruction set and the torch build that trained it
                 "mlflow.parentRunId": runtime.parent_run_id,
                 "study": runtime.study.name,
                 "family": cfg.model.name,

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -122,7 +123,8 @@ def test_unknown_report_section_fails_before_dvc_runs(capsys, project, argv):
     assert not (project / "scratch").exists()
 
 
-def test_report_studies_and_show(capsys, project):
+def test_report_studies_and_show(capsys, project, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
     code, out, _ = run(capsys, "--root", str(project), "studies", "--no-dvc")
     assert code == 0
     header, _, row = out.splitlines()[:3]
@@ -132,7 +134,9 @@ def test_report_studies_and_show(capsys, project):
     claim = {"claim": "relu beats tanh", "kind": "better", "a": "relu", "b": "tanh"}
     (project / "experiments" / "demo.yaml").write_text(yaml.safe_dump({**SPEC, "expect": [claim]}))
     code, out, _ = run(capsys, "--root", str(project), "report", "demo", "--out", str(project / "reports" / "demo"))
-    assert code == 0 and "relu ranks first" in out
+    # significant, but the runs have not converged: the answer withholds the ranking (the gate)
+    assert code == 0 and "relu scores above tanh (p=0.0018), but relu and tanh have not converged" in out
+    assert "ranks first" not in out
     assert "demo" in run(capsys, "--root", str(project), "studies", "--no-dvc")[1].splitlines()[2]
 
     code, out, _ = run(capsys, "--root", str(project), "show", "demo")
@@ -144,11 +148,97 @@ def test_report_studies_and_show(capsys, project):
     assert cells[0] == ["rank", "variant", "n", "val_accuracy", "p vs 1st", "checks"]
     # the fake runs' curves still rise at their last epoch: significant, but no finding
     assert cells[2] == ["1", "relu", "3/3", "0.92 ± 0.02 [0.849, 0.9583]", "–", "not converged"]
-    assert cells[3] == ["2", "tanh", "3/3", "0.82 ± 0.02 [0.7641, 0.8645]", "0.0036 *", "not converged"]
+    assert cells[3] == [
+        "2",
+        "tanh",
+        "3/3",
+        "0.82 ± 0.02 [0.7641, 0.8645]",
+        "0.0018 *",
+        "not converged",
+    ]  # one-sided: the claim
+    # first the verdicts, one line each; then the answer's first sentences; then the table; then the reasons
+    verdict = lines.index("  inconclusive  relu beats tanh")
+    parts = json.loads((project / "reports" / "demo" / "analysis.json").read_text())["answer_parts"]
+    headline = lines.index(textwrap.wrap(" ".join(parts["headline"]), 100)[0])
+    assert 0 < verdict < headline < start
     claims = lines.index("claims:")
     assert claims > start + 3 and lines[claims + 1] == "[inconclusive] relu beats tanh"
     assert "relu and tanh have not converged" in " ".join(x.strip() for x in lines[claims + 2 :])
     assert "\x1b[" not in out
+    # the headline above the table, the detail below it, each once
+    flat = " ".join(out.split())
+    for part in ("headline", "detail"):
+        assert flat.count(" ".join(" ".join(parts[part]).split()[-8:])) == 1, part
+
+
+def built_report(capsys, project: Path, claims: list[dict]) -> dict:
+    (project / "experiments" / "demo.yaml").write_text(yaml.safe_dump({**SPEC, "expect": claims}))
+    code, _, err = run(capsys, "--root", str(project), "report", "demo", "--out", str(project / "reports" / "demo"))
+    assert code == 0, err
+    return json.loads((project / "reports" / "demo" / "analysis.json").read_text())
+
+
+def test_show_puts_the_verdicts_first_and_checks_apart(capsys, project, monkeypatch):
+    """Arithmetic checks (analysis.json's `checks`) are counted apart from the claims at the top and listed apart
+    below; a long claim is one line of the width."""
+    monkeypatch.setenv("COLUMNS", "80")
+    long_claim = "relu beats tanh " + "on every digit of the held-out split " * 5
+    a = built_report(capsys, project, [{"claim": long_claim, "kind": "better", "a": "relu", "b": "tanh"}])
+    a["checks"] = [{"claim": "relu has 2x the units", "verdict": "confirmed", "reason": "8 / 4 = 2"}]
+    a["checks"].append({"claim": "tanh has as many weights", "verdict": "confirmed", "reason": "8 / 8 = 1"})
+    (project / "reports" / "demo" / "analysis.json").write_text(json.dumps(a))
+
+    code, out, _ = run(capsys, "--root", str(project), "show", "demo")
+    assert code == 0
+    lines = out.splitlines()
+    top = lines[: next(i for i, line in enumerate(lines) if line.startswith("rank"))]
+    verdicts = [line for line in top if line.startswith("  ")]
+    assert len(verdicts) == 2  # one line for the one claim, one counting the checks
+    assert verdicts[0].startswith("  inconclusive  relu beats tanh on every digit") and verdicts[0].endswith("…")
+    assert len(verdicts[0]) <= 80
+    assert verdicts[1] == "  + 2 arithmetic checks (not inference), 2 hold"
+    checks = lines.index("checks (arithmetic identities, apart from the claims):")
+    assert lines[checks + 1 :] == [
+        "[confirmed] relu has 2x the units",
+        "    8 / 4 = 2",
+        "[confirmed] tanh has as many weights",
+        "    8 / 8 = 1",
+    ]
+    claims = lines.index("claims:")
+    assert claims < checks and "relu has 2x the units" not in "\n".join(lines[claims:checks])
+    assert all(len(line) <= 80 for line in lines if not line.startswith(("rank", "----", "1 ", "2 ")))
+
+
+def test_studies_fit_the_terminal(capsys, tmp_path, monkeypatch):
+    """The repo's real questions (up to hundreds of characters) are shortened to the width (120 at most, the
+    terminal's when narrower, 80 at least); every other column stays whole."""
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    studies = yaml.safe_load((REPO / "params.yaml").read_text())["studies"]
+    questions = {s: yaml.safe_load((tmp_path / "experiments" / f"{s}.yaml").read_text())["question"] for s in studies}
+    assert max(map(len, questions.values())) > 120  # else this test would test nothing
+    for columns, width in (("300", 120), ("120", 120), ("100", 100), ("40", 80)):
+        monkeypatch.setenv("COLUMNS", columns)
+        code, out, _ = run(capsys, "--root", str(tmp_path), "studies", "--no-dvc")
+        assert code == 0
+        lines = out.splitlines()
+        assert max(map(len, lines)) <= width, columns
+        rows = [re.split(r"\s{2,}", line, maxsplit=4) for line in lines[2:]]
+        assert [r[:4] for r in rows] == [[s, "none", "none", "?"] for s in studies]
+        for (study, *_, question), full in zip(rows, questions.values(), strict=True):
+            assert question == full or (question.endswith(" …") and full.startswith(question[:-2])), study
+
+
+def test_studies_shorten_a_long_question(capsys, project, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    question = "Does a tiny MLP prefer relu " + "over tanh " * 40 + "?"
+    (project / "experiments" / "demo.yaml").write_text(yaml.safe_dump({**SPEC, "question": question}))
+    code, out, _ = run(capsys, "--root", str(project), "studies", "--no-dvc")
+    assert code == 0
+    row = out.splitlines()[2]
+    assert len(row) <= 120 and row.endswith(" …") and "Does a tiny MLP prefer relu over tanh" in row
+    assert row.split()[:6] == ["demo", "6", "runs", "(default)", "none", "?"]
 
 
 # --------------------------------------------------------------------------- progress lines

@@ -256,10 +256,11 @@ def test_diverging_trial_is_tagged_and_the_sweep_goes_on(tmp_path, prepared_dir,
     assert len(runs["0.05"]["history"]["epoch"]) == 3
 
     from pipeline.report.analysis import analyze
+    from pipeline.report.build import conclude
 
-    analysis = analyze(list(runs.values()), "val_accuracy", "max")
+    analysis = conclude(analyze(list(runs.values()), "val_accuracy", "max"), [], list(runs.values()))
     assert analysis["variants"]["1e+06"]["diverged"] == 1
-    assert "diverged" in analysis["answer"]
+    assert "1 run(s) diverged" in analysis["answer"]
 
 
 def test_asha_stops_trials_early_and_marks_their_runs(tmp_path, prepared_dir, ray_local):

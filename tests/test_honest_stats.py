@@ -40,7 +40,6 @@ from pipeline.honest_stats import (
     time_to_target,
     tukey_all_pairs,
     underpowered,
-    welch_difference_interval,
 )
 
 MODULE = Path(__file__).resolve().parents[1] / "pipeline" / "honest_stats.py"
@@ -299,14 +298,6 @@ def test_welch_matches_the_textbook_formula():
     assert one.p_value == pytest.approx(_welch_p(a, b), rel=1e-9) and one.significant
     a, b = [5.0, 5.0, 5.0], [4.0, 4.5, 4.2, 4.9]  # one constant group: still a real Welch test
     assert holm_vs_baseline({"a": a, "b": b}, "b")[0].p_value == pytest.approx(_welch_p(a, b), rel=1e-9)
-
-
-def test_welch_difference_interval_inverts_the_test():
-    a, b = [1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0, 7.0]
-    lo, hi = welch_difference_interval(a, b, confidence=1 - _welch_p(a, b))
-    assert hi == pytest.approx(0.0, abs=1e-9) and lo < -2.5  # the p-value is where the interval reaches 0
-    assert welch_difference_interval([1.0], b) is None
-    assert welch_difference_interval([1.0, 1.0], [2.0, 2.0]) is None
 
 
 def test_holm_all_pairs_hand_adjusted():
@@ -606,3 +597,67 @@ def test_seeds_needed_inverts_the_detectable_difference():
         for _ in range(2000)
     ]
     assert 0.76 < np.mean(hits) < 0.86
+
+
+# --------------------------------------------------------------------------- tests of one family member
+
+
+def test_mean_test_is_scipys_welch_one_or_two_sided():
+    a, b = [0.90, 0.92, 0.94], [0.86, 0.88, 0.90]
+    for alt in ("two-sided", "greater", "less"):
+        want = stats.ttest_ind(a, b, equal_var=False, alternative=alt).pvalue
+        assert hs.mean_test(a, b, alternative=alt).p_value == pytest.approx(want, rel=1e-9)
+    # one-sided in the observed direction halves the two-sided p: confirmed where two-sided would not be
+    two, one = hs.mean_test(a, b).p_value, hs.mean_test(a, b, alternative="greater").p_value
+    assert one == pytest.approx(two / 2) and one < 0.05 < two
+    # a shift tests against a margin: mean(a) - mean(b) < 0.1
+    want = stats.ttest_ind([x - 0.1 for x in a], b, equal_var=False, alternative="less").pvalue
+    assert hs.mean_test(a, b, alternative="less", shift=0.1).p_value == pytest.approx(want, rel=1e-9)
+
+
+def test_mean_test_against_a_constant_arm_is_a_one_sample_t_test():
+    noisy, flat = [0.51, 0.34, 0.3367, 0.4067], [0.0] * 4  # degradation's training errors
+    got = hs.mean_test(flat, noisy, alternative="less")
+    want = stats.ttest_1samp(noisy, 0.0, alternative="greater").pvalue
+    assert got.p_value == pytest.approx(want, rel=1e-9) and "one-sample t-test of b against a's constant" in got.method
+    assert "(df 3)" in got.method and not got.reason
+    assert got.p_value < 0.0125 / 2  # two-sided Welch at Holm's 0.025 missed it (t = 4.10 < 4.18)
+    both = hs.mean_test(flat, [0.5] * 4)
+    assert both.p_value == 1.0 and both.reason == NO_SPREAD
+    assert hs.mean_test([0.5], noisy).reason.startswith("one seed")
+
+
+def test_mean_test_against_a_level():
+    x = [0.70, 0.75, 0.62]
+    want = stats.ttest_1samp(x, 0.55, alternative="greater").pvalue
+    assert hs.mean_test(x, level=0.5, alternative="greater", shift=0.05).p_value == pytest.approx(want, rel=1e-9)
+    # identical seeds against a fixed level: no noise at all, the value decides
+    at = hs.mean_test([0.078] * 4, level=0.078, alternative="less", shift=0.05)
+    assert at.p_value == 0.0 and "the value decides" in at.method
+    assert hs.mean_test([0.2] * 4, level=0.078, alternative="less", shift=0.05).p_value == 1.0
+    with pytest.raises(ValueError, match="give b or a level"):
+        hs.mean_test(x)
+
+
+def test_equivalence_test_is_statsmodels_tost():
+    from statsmodels.stats.weightstats import DescrStatsW
+
+    x = np.array([0.49, 0.52, 0.50, 0.47])
+    tost, beyond = hs.equivalence_test(x, level=0.5, margin=0.05)
+    want = DescrStatsW(x).ttost_mean(0.45, 0.55)[0]
+    assert tost.p_value == pytest.approx(want, rel=1e-9) and tost.p_value < 0.05 and beyond.p_value > 0.5
+    far_tost, far = hs.equivalence_test([0.65, 0.66, 0.75], level=0.5, margin=0.05)
+    assert far_tost.p_value > 0.5 and far.p_value < 0.05
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        hs.equivalence_test(x, level=0.5, margin=0)
+
+
+def test_one_sided_time_to_target_halves_the_floor():
+    sooner, later = [True] * 4, [True] * 4
+    one = compare_time_to_target(sooner, [1, 2, 2, 3], later, [5, 6, 7, 8], 10, alternative="greater")
+    two = compare_time_to_target(sooner, [1, 2, 2, 3], later, [5, 6, 7, 8], 10)
+    assert one.min_p == pytest.approx(1 / 70) and two.min_p == pytest.approx(2 / 70)
+    assert one.p_value == pytest.approx(1 / 70) and "one-sided" in one.method
+    assert compare_time_to_target(sooner, [1, 2, 2, 3], later, [5, 6, 7, 8], 10, alternative="less").p_value == 1.0
+    assert seeds_for_rank_test(0.05, sides=1) == 3 and seeds_for_rank_test(0.05) == 4
+    assert seeds_for_rank_test(0.05 / 13, sides=1) == 6

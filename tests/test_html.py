@@ -106,10 +106,13 @@ def test_claims_table_over_all_studies_at_the_top(reports):
     assert top < page.index("<nav>") < page.index('<section id="alpha">')
     table = page[top : page.index("</section>", top)]
     assert "<th>study</th><th>claim</th><th>verdict</th><th>reason</th>" in table
-    assert table.count("<tr><td>") == 3  # the three claims of alpha; beta has none
-    assert '<a href="#alpha">alpha</a></td><td class="text">tanh is twice relu</td>' in table
-    assert '<td class="verdict contradicted">contradicted</td>' in table  # 0.82 / 0.92 is not 2
-    assert "1 contradicted" in table and "3 claims" in table
+    claims, checks = table.split("<h3>Arithmetic checks</h3>")
+    assert claims.count("<tr><td>") == 2  # alpha's two inferential claims; beta has none
+    assert checks.count("<tr><td>") == 1 and "<th>study</th><th>check</th>" in checks  # the ratio, counted apart
+    assert '<a href="#alpha">alpha</a></td><td class="text">tanh is twice relu</td>' in checks
+    assert '<td class="verdict contradicted">contradicted</td>' in checks  # 0.82 / 0.92 is not 2
+    assert "2 inferential claims" in claims and "0 contradicted" in claims
+    assert "1 arithmetic checks (not inference): 0 hold" in claims
     for verdict, colour in (("confirmed", "#e3f4e1"), ("contradicted", "#fbe3e1"), ("inconclusive", "#f1f1f1")):
         assert f"td.{verdict} {{ background: {colour};" in page
     assert "No study declares claims" in html.render_index(reports[1:])

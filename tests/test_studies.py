@@ -7,6 +7,7 @@ import importlib.util
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,13 @@ from pipeline.sections import (
     generalization_gap,
     init_signal,
     list_sections,
+    lm_perplexity,
     maxout_params,
+    oov_accuracy,
     polynomial_fit,
     recurrent_params,
 )
-from pipeline.sections.common import logged_config
+from pipeline.sections.common import decided_by, describe, logged_config, sizes, stat, which
 from pipeline.trained import ModelLoader, Trained
 from tests.conftest import REPO, SERIAL_TRIALS, write_params
 
@@ -145,6 +148,62 @@ def _ctx(tmp_path: Path, runs: list[dict], metric: str = "val_accuracy", mode: s
     return Context("s", runs, {"tracking_uri": None}, analyze(runs, metric, mode), tmp_path, None)
 
 
+# Words a section's sentence may not use: a section describes, the study's one test family compares (issue #19).
+# "best" is allowed only in "best-validation checkpoint" and "best checkpoint", which name a run's number.
+RANKING = re.compile(
+    r"\b(best(?![- ](validation|checkpoint))|worst|ranks?|beats?|better|worse|higher than|lower than|shrinks?|"
+    r"raises?|outperforms?|most accurate|fastest|slowest|dominated|pareto|above the|below the|wins?)\b",
+    re.IGNORECASE,
+)
+
+
+def _descriptive(text: str) -> str:
+    """`text`, after checking that it ranks nothing."""
+    assert not RANKING.search(text), (RANKING.search(text).group(0), text)
+    return text
+
+
+def test_the_ranking_check_catches_what_sections_used_to_say() -> None:
+    for old in (
+        "gru is best.",
+        "The most accurate MLP is depth 1 × width 256.",
+        "Compared with none, affine and crop shrink the gap; affine and crop raise val accuracy.",
+        "the 26-layer plain network ends 0.3983 above the 8-layer one",
+        "lstm reaches 22.5, below the best n-gram model",
+        "On test_f1, bag ranks first; it is significantly higher than lstm",
+        "On test_accuracy against FLOPs the Pareto front is vgg and lenet; alexnet is dominated.",
+    ):
+        with pytest.raises(AssertionError):
+            _descriptive(old)
+    _descriptive("test_accuracy of each run's best-validation checkpoint; each family's best checkpoint")
+
+
+def test_describe_which_tested_by_and_sizes(tmp_path) -> None:
+    s = stat([0.90, 0.92, 0.94], "test_accuracy")
+    assert describe(s) == f"0.920 ± 0.020 [{s['ci_low']:.3f}, {s['ci_high']:.3f}] (n=3)"
+    assert describe(stat([0.5, 0.5], "test_accuracy")) == "0.500 ± 0.000 (n=2)"  # no interval where seeds agree
+    assert describe(stat([], "test_accuracy")) == "n/a"
+    assert which("test_accuracy") == "test_accuracy of each run's best-validation checkpoint"
+    assert which("val_accuracy") == "val_accuracy at each run's last epoch"
+    runs = [
+        _run(_cfg({"name": "mlp", "hidden": [h]}, seed=seed), f"w{h}", {"val_accuracy": [0.5, 0.6]}, n_params=10.0 * h)
+        for h in (16, 64)
+        for seed in (0, 1)
+    ]
+    ctx = _ctx(tmp_path, runs)
+    assert decided_by(ctx, "val_accuracy") == (
+        "Whether the variants differ on val_accuracy is decided once, by the study's one family of tests "
+        "(see Comparisons and Claims)."
+    )
+    assert decided_by(ctx, "gap").startswith("A difference between variants on gap is tested only where one of the")
+    assert sizes(ctx) == (
+        "The variants differ in size (w16 160, w64 640 parameters), so a difference between them is not one at "
+        "matched parameters."
+    )
+    same = [r for r in runs if r["tags"]["variant"] == "w16"]
+    assert sizes(_ctx(tmp_path, same)) is None
+
+
 def test_run_config_round_trips_logged_params() -> None:
     cfg = _cfg({"name": "rnn_classifier", "cell": "gru", "param_budget": 900}, train={"grad_clip": 0.5, "lr": 1e-5})
     assert logged_config(_run(cfg, "v", {})) == cfg
@@ -199,8 +258,9 @@ def test_polynomial_fit_section_reads_coefficients_from_the_models(tmp_path, mon
         )
     monkeypatch.setattr(ModelLoader, "__call__", lambda self, run: models[run["run_id"]])
     res = polynomial_fit.polynomial_fit(_ctx(tmp_path, runs, "val_loss", "min"))
-    text = " ".join(res.sentences)
-    assert "lowest at degree 3" in text and "degree 1 (0.11) underfit" in text
+    text = _descriptive(" ".join(res.sentences))
+    assert "Per degree, val_loss at each run's last epoch" in text and "degree 3: 0.0101 (n=1)" in text
+    assert "degrees 3 and 5 are within 25% of it; degrees 1 (0.11) are not (they underfit)" in text
     assert "[+0.500, -1.000, +0.000, +2.000]" in text  # recovered exactly at the true degree
     assert res.tables["coefficients"]["5"]["max_abs_error"] == pytest.approx(0.1, abs=1e-6)
     assert (tmp_path / "figures" / "mse_vs_degree.png").is_file()
@@ -226,7 +286,7 @@ def test_bayes_reference_and_boundary_angle() -> None:
 # --------------------------------------------------------------------------- depth and width
 
 
-def test_capacity_sentences_find_the_best_depth_per_width() -> None:
+def test_capacity_sentences_describe_every_configuration() -> None:
     records = []
     for seed in (0, 1):
         for depth, width, acc, gap in (
@@ -240,16 +300,18 @@ def test_capacity_sentences_find_the_best_depth_per_width() -> None:
                     "depth": depth,
                     "width": width,
                     "n_params": depth * width * 100,
-                    "val_accuracy": acc + seed * 0.01,
+                    "test_accuracy": acc + seed * 0.01,
                     "gap": gap,
                 }
             )
-    rows = capacity.capacity_rows(records)
-    assert rows[(4, 256)]["val_accuracy"]["mean"] == pytest.approx(0.955)
-    text = " ".join(capacity.capacity_sentences(rows))
-    assert "depth 4 × width 256" in text
-    assert "best depth is 1 at width 16, 4 at width 256" in text
-    assert "from 0.010 at depth 1 × width 16 to 0.090 at depth 4 × width 256" in text
+    rows = capacity.capacity_rows(records, "test_accuracy")
+    assert rows[(4, 256)]["test_accuracy"]["mean"] == pytest.approx(0.955)
+    text = _descriptive(" ".join(capacity.capacity_sentences(rows, "test_accuracy")))
+    assert "Per configuration, test_accuracy of each run's best-validation checkpoint" in text
+    s = rows[(1, 16)]["test_accuracy"]
+    assert f"width 16: depth 1 (1,600 parameters) 0.805 ± 0.007 [{s['ci_low']:.3f}, {s['ci_high']:.3f}] (n=2)" in text
+    assert "width 256: depth 1 (25,600 parameters)" in text
+    assert "gap of the best-validation checkpoint" in text and "depth 4 0.090 ± 0.000 (n=2)" in text
 
 
 def test_depth_width_of_a_config() -> None:
@@ -260,8 +322,7 @@ def test_depth_width_of_a_config() -> None:
 # --------------------------------------------------------------------------- CNN architectures
 
 
-def test_pareto_front_and_architecture_sentences(tmp_path) -> None:
-    assert architectures.pareto_front({"a": (1, 0.9), "b": (2, 0.95), "c": (3, 0.93), "d": (1, 0.8)}) == ["a", "b"]
+def test_architecture_sentences_state_each_architecture_and_its_costs(tmp_path) -> None:
     runs = []
     for name, acc, params, flops, speed in (
         ("lenet", 0.95, 60_000, 4e5, 9000),
@@ -274,16 +335,21 @@ def test_pareto_front_and_architecture_sentences(tmp_path) -> None:
                 _run(
                     cfg,
                     name,
-                    {"val_accuracy": [0.5, acc], "samples_per_s": [10.0, speed]},  # epoch 1 is warm-up
+                    {"val_accuracy": [0.5, acc + seed * 0.01], "samples_per_s": [10.0, speed]},  # epoch 1: warm-up
                     n_params=params,
                     flops_per_sample=flops,
                 )
             )
     res = architectures.architectures(_ctx(tmp_path, runs))
-    text = " ".join(res.sentences)
-    assert "against FLOPs the Pareto front is lenet and vgg; googlenet is dominated" in text
-    assert "against parameters the Pareto front is vgg; lenet and googlenet are dominated" in text
-    assert "lenet trains 30.0× as many samples per second as googlenet" in text
+    text = _descriptive(" ".join(res.sentences))
+    s = res.tables["architectures"]["lenet"]["val_accuracy"]
+    assert (
+        f"lenet 0.955 ± 0.007 [{s['ci_low']:.3f}, {s['ci_high']:.3f}] (n=2), 60,000 parameters, 0.40 MFLOPs, "
+        "9,000 samples/s" in text
+    )
+    assert "googlenet 0.965 ± 0.007" in text and "8.00 MFLOPs, 300 samples/s" in text
+    assert "The variants differ in size, so a difference between them is not one at matched parameters." in text
+    assert "Whether the variants differ on val_accuracy is decided once, by the study's one family of tests" in text
 
 
 # --------------------------------------------------------------------------- activations
@@ -362,7 +428,8 @@ def test_init_signal_section(tmp_path) -> None:
             run["history"][f"init_act_std/{2 * i + 2}"] = [[1, v]]
         runs.append(run)
     res = init_signal.init_signal(_ctx(tmp_path, runs))
-    text = " ".join(res.sentences)
+    text = _descriptive(" ".join(res.sentences))
+    assert "Validation loss after the first epoch (mean ± std over seeds" in text and "normal 2.310 (n=1)" in text
     assert "normal 0.01 → 1e-09 (vanishes" in text and "kaiming 1 → 0.9 (is preserved" in text
     assert list(res.tables["step0_act_std"]["normal"]) == ["2", "4", "6"]
     assert (tmp_path / "figures" / "step0_act_std.png").is_file()
@@ -379,9 +446,11 @@ def test_gap_rows_and_sentences() -> None:
     }
     rows = generalization_gap.gap_rows(fits)
     assert rows["none"]["gap"]["mean"] == pytest.approx(0.09)
-    text = " ".join(generalization_gap.gap_sentences(rows))
-    assert "The smallest gap is crop's, the largest none's." in text
-    assert "crop and flip shrink the gap; crop raises val accuracy." in text
+    text = _descriptive(generalization_gap.gap_sentence(rows))
+    s = rows["crop"]["gap"]
+    assert f"crop 0.030 ± 0.014 [{s['ci_low']:.3f}, {s['ci_high']:.3f}] (n=2) (train 0.960, val 0.930)" in text
+    assert text.index("none") < text.index("crop") < text.index("flip")  # the study's order, not ranked by gap
+    assert generalization_gap.gap_sentence({}) is None
 
 
 # --------------------------------------------------------------------------- recurrent cells
@@ -411,6 +480,22 @@ def test_recurrent_counts_confirm_gate_ratios() -> None:
     assert "not the 3× expected" in recurrent_params.ratio_sentence(counts)
 
 
+def test_recurrent_params_section_states_each_cell_with_its_size(tmp_path, monkeypatch) -> None:
+    runs = []
+    for cell, budget, acc in (("rnn", None, 0.90), ("lstm", None, 0.93), ("rnn", 3000, 0.95), ("lstm", 3000, 0.91)):
+        for seed in (0, 1):
+            cfg = _cfg({"name": "rnn_classifier", "cell": cell, "hidden_size": 32, "param_budget": budget}, seed=seed)
+            runs.append(_run(cfg, f"cell={cell},param_budget={budget}", {"val_accuracy": [0.5, acc + 0.01 * seed]}))
+    _fake_loader(monkeypatch, {}, _digits_like())
+    ctx = _ctx(tmp_path, runs)
+    ctx.data_dir = tmp_path
+    text = _descriptive(" ".join(recurrent_params.recurrent_params(ctx).sentences))
+    assert "Per cell, val_accuracy at each run's last epoch" in text
+    assert "at equal hidden size, rnn (hidden 32, 1,344 recurrent and " in text and ") 0.905 ± 0.007 [" in text
+    assert "(the cells differ in size here, so a difference between them is not one at matched parameters)" in text
+    assert "; at equal parameters, rnn (hidden " in text
+
+
 # --------------------------------------------------------------------------- gradient clipping
 
 
@@ -426,10 +511,62 @@ def test_clipping_counts_divergence_and_active_thresholds(tmp_path) -> None:
         hist = {"train_loss": loss, "train_grad_norm": norm, "val_accuracy": [0.5, 0.6]}
         runs.append(_run(cfg, str(clip), hist, outcome=outcome))
     res = clipping.clipping(_ctx(tmp_path, runs))
-    text = " ".join(res.sentences)
+    text = _descriptive(" ".join(res.sentences))
     assert "1 of 4 runs diverged (loss NaN/inf): no clipping 1/2, clip 10 0/1, clip 1 0/1." in text
-    assert "At clip 1 the threshold lies below" in text and "clip 10 the" not in text
+    assert (
+        "At clip 1 the mean pre-clip gradient norm (1.75) exceeds the threshold" in text and "clip 10 the" not in text
+    )
     assert (tmp_path / "figures" / "grad_norm_traces.png").is_file()
+
+
+# --------------------------------------------------------------------------- text studies' sections
+
+
+def test_oov_accuracy_section_states_both_accuracies_and_the_sizes(tmp_path) -> None:
+    runs = []
+    for char, oov, overall, n in (
+        (False, [0.85, 0.87], [0.990, 0.992], 1000.0),
+        (True, [0.97, 0.99], [0.995, 0.997], 1500.0),
+    ):
+        for seed, (o, a) in enumerate(zip(oov, overall)):
+            run = _run(_cfg({"name": "mlp"}, seed=seed), f"char={char}", {"val_accuracy": [0.5]}, n_params=n)
+            run["final"].update(test_oov_accuracy=o, test_accuracy=a, test_oov_fraction=0.04)
+            runs.append(run)
+    res = oov_accuracy.oov_accuracy(_ctx(tmp_path, runs, "test_accuracy"))
+    text = _descriptive(" ".join(res.sentences))
+    s = res.tables["oov"]["char=True"]
+    assert f"char=True {describe(s, 4)} and {describe(res.tables['all']['char=True'], 4)}" in text
+    assert "on out-of-vocabulary words (4.0% of test tokens)" in text
+    assert "The variants differ in size (char=False 1,000, char=True 1,500 parameters)" in text
+    assert "a difference between variants on test_oov_accuracy is tested only where one of the study's claims" in text
+    assert res.tables["values"]["test_oov_accuracy"] == {"char=False": [0.85, 0.87], "char=True": [0.97, 0.99]}
+
+
+def test_lm_perplexity_states_the_lstm_beside_the_windows_with_their_sizes(tmp_path) -> None:
+    runs = []
+    for model, label, ppl, n in (
+        ({"name": "ngram_lm", "n": 2, "embedding_dim": 16}, "n2", [27.0, 27.2], 1000.0),
+        ({"name": "ngram_lm", "n": 3, "embedding_dim": 16}, "n3", [26.0, 26.4], 1100.0),
+        ({"name": "lstm_lm", "embedding_dim": 16}, "lstm", [22.4, 22.5], 2500.0),
+    ):
+        for seed, p in enumerate(ppl):
+            run = _run(_cfg(model, {"name": "grammar_lm"}, seed=seed), label, {"val_perplexity": [40.0]}, n_params=n)
+            run["final"]["test_perplexity"] = p
+            runs.append(run)
+    res = lm_perplexity.lm_perplexity(_ctx(tmp_path, runs, "test_perplexity", "min"))
+    text = _descriptive(" ".join(res.sentences))
+    assert "By N (n-gram, embedding 16), test_perplexity of each run's best-validation checkpoint" in text
+    assert "N=2 27.10 ± 0.14 [" in text and "Without a fixed window, lstm 22.45 ± 0.07 [" in text
+    assert (
+        "Sizes differ: lstm has 2,500 parameters, the n-gram models 1,000 to 1,100; a difference between them here "
+        "is not one at matched parameters." in text
+    )
+    assert lm_perplexity.size_sentence(
+        {
+            "a": {"family": "lstm_lm", "n_params": 1050.0},
+            **{"b": {"family": "ngram_lm", "n_params": 1000.0}, "c": {"family": "ngram_lm", "n_params": 1100.0}},
+        }
+    ) == ("Sizes: a has 1,050 parameters, the n-gram models 1,000 to 1,100.")
 
 
 # --------------------------------------------------------------------------- claims and their per-seed values
@@ -493,7 +630,7 @@ def test_weights_to_reach_a_5x5_field() -> None:
     assert got == {"lenet": 25.0, "alexnet": 25.0, "vgg": 18.0, "googlenet": 18.0, "resnet": 18.0}
     assert architectures.weights_to_reach(nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 3))) is None
     text = architectures.field_sentence({v: [w, w] for v, w in got.items()})
-    assert "vgg 18" in text and "0.72× the weights of LeNet's one 5x5" in text
+    assert "vgg 18" in text and "use 18/25 = 0.72 of the weights of LeNet's one 5x5" in _descriptive(text)
 
 
 def test_generalization_gap_values_and_label_breaking_control(tmp_path) -> None:
@@ -526,9 +663,9 @@ def test_clipping_values_and_learning_rate_labels(tmp_path) -> None:
         res.tables["values"], {"final_train_loss", "loss_rises"}, {v: 3 for v in {r["tags"]["variant"] for r in runs}}
     )
     assert res.tables["values"]["final_train_loss"]["lr=8,grad_clip=None"] == [2.6] * 3
-    text = " ".join(res.sentences)
+    text = _descriptive(" ".join(res.sentences))
     assert "lr 8, no clipping 0/3, lr 8, clip 0.05 0/3, lr 0.8, no clipping 0/3" in text
-    assert "final training loss 2.60" in text
+    assert "Per setting, val_accuracy at each run's last epoch" in text and "final training loss 2.60" in text
 
 
 def test_degradation_section_measures_training_error_per_depth(tmp_path, monkeypatch) -> None:
@@ -550,18 +687,19 @@ def test_degradation_section_measures_training_error_per_depth(tmp_path, monkeyp
         "blocks=4,residual=False": 26,
         "blocks=4,residual=True": 26,
     }
-    text = " ".join(res.sentences)
-    assert "plain: 8 layers" in text and "residual: 26 layers" in text
+    text = _descriptive(" ".join(res.sentences))
+    assert "plain, 8 layers" in text and "residual, 26 layers" in text
+    assert "A difference between variants on train_error is tested only where one of the study's claims" in text
     assert (tmp_path / "figures" / "train_loss_by_depth.png").is_file()
 
 
-def test_degradation_sentences_name_a_worse_deep_plain_network() -> None:
+def test_degradation_sentences_state_each_depth_without_comparing() -> None:
     rows = {
-        "p8": {"layers": 8, "residual": False, "train_error": {"mean": 0.0, "std": 0.0, "n": 2}},
-        "p26": {"layers": 26, "residual": False, "train_error": {"mean": 0.12, "std": 0.03, "n": 2}},
+        "p8": {"layers": 8, "residual": False, "train_error": stat([0.0, 0.0], "train_error", (0.0, 1.0))},
+        "p26": {"layers": 26, "residual": False, "train_error": stat([0.10, 0.14], "train_error", (0.0, 1.0))},
     }
-    text = " ".join(degradation.degradation_sentences(rows))
-    assert "the 26-layer plain network ends 0.1200 above the 8-layer one (degradation" in text
+    text = _descriptive(" ".join(degradation.degradation_sentences(rows)))
+    assert "plain, 8 layers 0.0000 ± 0.0000 (n=2), 26 layers 0.1200 ± 0.0283 [" in text
 
 
 # --------------------------------------------------------------------------- end to end

@@ -6,20 +6,23 @@ The ranking, the table, the bar chart, the sections and the claims all read the 
 learning curves are per-epoch validation values.
 
 The statistics are `pipeline.honest_stats` (docs/statistics.md): per-variant intervals that stay inside the
-metric's range (`pipeline.sections.common.stat`, the summary every section uses too), Welch t-tests Holm-adjusted
-over a family fixed in advance (every variant against the declared baseline, else all pairs), the smallest
-difference a non-significant test could have detected, validity checks (not converged, at chance, at ceiling,
-diverged, underpowered) and censored epochs-to-target. The answer's verb follows the evidence: "X is better than
-Y" only when the difference is significant after correction and both variants' runs are valid.
+metric's range (`pipeline.sections.common.stat`, the summary every section uses too), validity checks (not
+converged, at chance, at ceiling, diverged) and censored epochs to target. The headline comparisons (every variant
+against the declared baseline, else all pairs) are fixed here and tested in the study's one family
+(`pipeline.report.gate`) together with the claims, once the sections have run.
 
-`analyze` turns the exported runs into `analysis.json`'s core; `metrics_file` picks the few flat numbers that
-`dvc metrics show/diff` and `dvc exp show` compare across revisions.
+`analyze` turns the exported runs into `analysis.json`'s core; `fill_comparisons` puts the closed family's results
+for the headline pairs in it; `answer_parts` writes the answer from them: the claims' verdicts, the headline, the
+detail. Its verb follows the family: "X is better than Y" only when that pair's test is significant after Holm and
+both variants' runs are valid. `metrics_file` picks the few flat numbers that `dvc metrics show/diff` and
+`dvc exp show` compare across revisions.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -28,7 +31,8 @@ from pipeline import honest_stats as hs
 from pipeline import runs as rn
 from pipeline.plots import metric_bounds
 from pipeline.report.chance import Chance
-from pipeline.report.markdown import format_number
+from pipeline.report.gate import Family, View
+from pipeline.report.markdown import VERDICTS, format_number
 from pipeline.runs import Run
 from pipeline.sections import common
 from pipeline.text import fmt_p, join
@@ -216,35 +220,67 @@ def seeds_text(ns: Sequence[int]) -> str:
 # --------------------------------------------------------------------------- comparisons
 
 
-def comparisons(
-    groups: dict[str, list[float]], baseline: str | None, alpha: float
-) -> tuple[str, str | None, list[hs.PairTest], str]:
-    """(design, baseline, tests, note): every variant against the declared baseline, else all pairs, Welch + Holm.
-
-    `groups` in rank order, so an all-pairs test (a, b) has a ranked above b."""
-    if len(groups) < 2:
+def design(variants: list[str], baseline: str | None) -> tuple[str, str | None, list[tuple[str, str]], str]:
+    """(design, baseline, pairs, note): every variant against the declared baseline, else all pairs (in rank order,
+    so an all-pairs pair (a, b) has a ranked above b). The family is fixed here, before any test is read."""
+    if len(variants) < 2:
         return "none", None, [], ""
-    if baseline is not None:
-        if baseline in groups:
-            return "vs_baseline", baseline, hs.holm_vs_baseline(groups, baseline, alpha), ""
-        note = f"The declared baseline {baseline} has no finished run, so all pairs are compared instead."
-        return "all_pairs", None, hs.holm_all_pairs(groups, alpha), note
-    return "all_pairs", None, hs.holm_all_pairs(groups, alpha), ""
+    if baseline is not None and baseline in variants:
+        return "vs_baseline", baseline, [(v, baseline) for v in variants if v != baseline], ""
+    note = (
+        f"The declared baseline {baseline} has no finished run, so all pairs are compared instead." if baseline else ""
+    )
+    return "all_pairs", None, list(combinations(variants, 2)), note
 
 
-def pair_record(
-    t: hs.PairTest, stats: dict[str, dict[str, Any]], family: int, alpha: float, shown: bool
-) -> dict[str, Any]:
-    """A test as analysis.json keeps it, with the smallest detectable difference when it is one the text names."""
-    rec = t.as_dict()
-    if shown and not t.significant:
-        sa, sb = stats[t.a], stats[t.b]
-        det = hs.detectable_difference(sa["std"], sb["std"], sa["n"], sb["n"], alpha=alpha / max(family, 1))
+def add_headline(family: Family, analysis: dict[str, Any]) -> None:
+    """Put the headline comparisons into the study's family (two-sided unless a claim orients the pair)."""
+    metric = analysis["metric"]
+    for a, b in analysis["comparisons"]["planned"]:
+        va, vb = (analysis["variants"][v][metric]["values"] for v in (a, b))
+        family.difference(metric, a, b, va, vb, "headline")
+
+
+def pair_record(view: View, stats: dict[str, dict[str, Any]], family: Family, shown: bool) -> dict[str, Any]:
+    """A headline pair as analysis.json keeps it: the family's one result, with the smallest detectable difference
+    (and the seeds that would tell the two apart) when it is not significant and the text names it."""
+    m = view.member
+    rec: dict[str, Any] = {
+        "a": view.a,
+        "b": view.b,
+        "difference": view.difference,
+        "p_value": view.p,
+        "significant": view.side != 0,
+        "method": view.method,
+        "reason": m.main.reason,
+    }
+    if shown and not view.side:
+        sa, sb = stats[view.a], stats[view.b]
+        # the per-comparison level of Holm's first step; a one-sided test at a is a two-sided one at 2a
+        level = min(family.alpha / family.size * (1 if m.alternative == "two-sided" else 2), 0.5)
+        det = hs.detectable_difference(sa["std"], sb["std"], sa["n"], sb["n"], alpha=level)
         rec["detectable_difference"] = None if math.isnan(det) else det
-        rec["underpowered"] = hs.underpowered(det, t.difference).as_dict()
+        rec["underpowered"] = hs.underpowered(det, view.difference).as_dict()
         if not math.isnan(det):
-            rec["seeds_needed"] = hs.seeds_needed(sa["std"], sb["std"], t.difference, alpha=alpha / max(family, 1))
+            rec["seeds_needed"] = hs.seeds_needed(sa["std"], sb["std"], view.difference, alpha=level)
     return rec
+
+
+def fill_comparisons(analysis: dict[str, Any], family: Family) -> None:
+    """The headline pairs' results from the closed family: `comparisons.pairs`, the table's p column."""
+    comp, table, metric = analysis["comparisons"], analysis["variants"], analysis["metric"]
+    stats = {v: row[metric] for v, row in table.items() if "mean" in row[metric]}
+    anchor = comp["anchor"]
+    pairs = []
+    for a, b in comp["planned"]:
+        view = family.view(("difference", metric, *sorted((a, b))), a, b)
+        pairs.append(pair_record(view, stats, family, shown=anchor in (a, b)))
+    comp.update(pairs=pairs, family_size=family.size, method=f"Welch t-tests, {family.label}" if pairs else "")
+    for rec in pairs:
+        if anchor in (rec["a"], rec["b"]):
+            other = rec["b"] if rec["a"] == anchor else rec["a"]
+            table[other]["p_vs_anchor"] = rec["p_value"]
+            table[other]["significant_vs_anchor"] = rec["significant"]
 
 
 # --------------------------------------------------------------------------- epochs to target
@@ -267,65 +303,24 @@ def target_data(runs: Sequence[Run]) -> tuple[list[bool], list[float | None], fl
     return reached, epochs, max_ep
 
 
-def target_analysis(
-    by_v: dict[str, list[Run]], mode: str, target: dict[str, Any], alpha: float
-) -> tuple[dict[str, Any], list[str]]:
-    """Fraction of runs reaching the target (exact interval) and Kaplan-Meier median epochs per variant; the
-    fastest against each other variant with the censored Gehan-Wilcoxon test (Bonferroni over those tests)."""
+def target_analysis(by_v: dict[str, list[Run]], mode: str, target: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Fraction of runs reaching the target (exact interval) and Kaplan-Meier median epochs per variant, described;
+    a pair is compared (censored, in the study's family) only where a claim names it."""
     goal = f"{target['metric']} {'≥' if mode == 'max' else '≤'} {target['value']:g}"
-    per: dict[str, dict[str, Any]] = {}
-    data: dict[str, tuple[list[bool], list[float | None], float]] = {}
-    for v, rs in by_v.items():
-        got = target_data(rs)
-        if got is None:
-            continue
-        data[v] = got
-        per[v] = hs.time_to_target(*got).as_dict()
-    out: dict[str, Any] = {"goal": goal, "variants": per, "comparisons": []}
+    per = {v: hs.time_to_target(*got).as_dict() for v, rs in by_v.items() if (got := target_data(rs)) is not None}
+    out: dict[str, Any] = {"goal": goal, "variants": per}
     if not per:
         return out, []
     if not any(t["n_reached"] for t in per.values()):
         return out, [f"No run reached {goal} within its epochs."]
-
-    def speed(v: str) -> tuple[float, float]:
-        t = per[v]
-        return (t["median_epochs"] if t["median_epochs"] is not None else math.inf, -t["fraction"])
-
-    order = sorted(per, key=speed)
-    fastest, others = order[0], order[1:]
     parts = []
-    for v in order:
-        t = per[v]
+    for v, t in per.items():
         med = f"median {t['median_epochs']:g} epochs" if t["median_epochs"] is not None else "median not reached"
         parts.append(f"{v} {t['n_reached']}/{t['n']} runs ({med})")
-    text = [f"Reaching {goal} (validation, per epoch): {join(parts)}."]
-    if others:
-        m = len(others)
-        verdicts = []
-        for v in others:
-            (ra, ea, mx), (rb, eb, mxb) = data[fastest], data[v]
-            c = hs.compare_time_to_target(ra, ea, rb, eb, max(mx, mxb), alpha=alpha / m)
-            out["comparisons"].append({"a": fastest, "b": v, **c.as_dict()})
-            if c.min_p > alpha / m:
-                verdicts.append(("inconclusive", v, c.verdict.removeprefix("inconclusive: ")))
-            elif c.significant:
-                who = f"{fastest} gets there sooner than {v}" if c.statistic > 0 else f"{v} gets there sooner"
-                verdicts.append(("significant", v, f"{who} ({fmt_p(c.p_value)})"))
-            else:
-                verdicts.append(("no_difference", v, f"no detectable difference from {v} ({fmt_p(c.p_value)})"))
-        how = f"Gehan-Wilcoxon permutation test on censored epochs, Bonferroni over {m}"
-        if all(k == "inconclusive" for k, _, _ in verdicts) and len({w for _, _, w in verdicts}) == 1:
-            text.append(
-                f"{fastest} is fastest by median, but against the others ({how}) the comparison is inconclusive: "
-                f"{verdicts[0][2]}."
-            )
-        else:
-            text.append(
-                f"{fastest} is fastest by median; against the others ({how}): "
-                + "; ".join(w for _, _, w in verdicts)
-                + "."
-            )
-    return out, text
+    return out, [
+        f"Reaching {goal} (validation, per epoch; Kaplan-Meier medians, runs that never got there censored): "
+        f"{join(parts)}. Epochs to target are tested only for the pairs a claim names (Claims)."
+    ]
 
 
 # --------------------------------------------------------------------------- the whole analysis
@@ -386,16 +381,7 @@ def analyze(
     ranked = sorted(stats, key=lambda v: (-sign * stats[v]["mean"], v))
     for i, v in enumerate(ranked, start=1):
         table[v]["rank"] = i
-    groups = {v: stats[v]["values"] for v in ranked}
-    design, base, tests, note = comparisons(groups, baseline, alpha)
-    first = ranked[0] if ranked else None
-    anchor = base or first
-    pairs = [pair_record(t, stats, len(tests), alpha, shown=anchor in (t.a, t.b)) for t in tests]
-    for rec in pairs:
-        if anchor in (rec["a"], rec["b"]):
-            other = rec["b"] if rec["a"] == anchor else rec["a"]
-            table[other]["p_vs_anchor"] = rec["p_value"]
-            table[other]["significant_vs_anchor"] = rec["significant"]
+    kind, base, planned, note = design(ranked, baseline)
     analysis: dict[str, Any] = {
         "metric": head,
         "metric_source": source,
@@ -406,35 +392,190 @@ def analyze(
         "alpha": alpha,
         "test": "welch_holm",
         "comparisons": {
-            "design": design,
+            "design": kind,
             "baseline": base,
-            "anchor": anchor,
-            "method": tests[0].method if tests else "",
-            "family_size": len(tests),
-            "pairs": pairs,
+            "anchor": base or (ranked[0] if ranked else None),
+            "note": note,
+            "planned": planned,
+            "method": "",
+            "family_size": 0,
+            "pairs": [],
         },
         "variants": table,
         "ranking": [
             {"variant": v, "rank": table[v]["rank"], "mean": stats[v]["mean"], "n": stats[v]["n"]} for v in ranked
         ],
         "chance": {v: c.as_dict() for v, c in chances.items()},
+        "headline": describe_headline(head, source, metric),
     }
-    sentences = answer_sentences(analysis, stats, describe_headline(head, source, metric), note)
     if target:
-        analysis["time_to_target"], tt_text = target_analysis(by_v, mode, target, alpha)
-        sentences += tt_text
+        analysis["time_to_target"], analysis["target_text"] = target_analysis(by_v, mode, target)
+    return analysis
+
+
+# --------------------------------------------------------------------------- the answer, once the family is closed
+
+
+def answer_parts(analysis: dict[str, Any], detail: Sequence[str] = ()) -> dict[str, list[str]]:
+    """The answer in its three parts: the claims' verdicts (one line each), the headline comparison, the detail
+    (validity, time to target, runs lost, sizes, then `detail`: P(A > B) and the sections' sentences)."""
+    table = analysis["variants"]
+    rest = validity_sentences(analysis, [r["variant"] for r in analysis["ranking"]])
+    rest += analysis.get("target_text") or []
     n_div = sum(row["diverged"] for row in table.values())
     if n_div:
         per = ", ".join(f"{v}: {row['diverged']}/{row['runs']}" for v, row in table.items() if row["diverged"])
-        sentences.append(f"{n_div} run(s) diverged (loss became NaN/inf) — {per}; the statistics leave them out.")
+        rest.append(f"{n_div} run(s) diverged (loss became NaN/inf) — {per}; the statistics leave them out.")
     n_failed = sum(row["failed"] for row in table.values())
     if n_failed:
-        sentences.append(f"{n_failed} run(s) failed and are left out.")
+        rest.append(f"{n_failed} run(s) failed and are left out.")
     sizes = {v: int(row["n_params"]["mean"]) for v, row in table.items() if "n_params" in row}
     if len(set(sizes.values())) > 1:
-        sentences.append("Parameter counts differ: " + ", ".join(f"{v} {n:,}" for v, n in sizes.items()) + ".")
-    analysis["answer"] = " ".join(sentences)
-    return analysis
+        rest.append("Parameter counts differ: " + ", ".join(f"{v} {n:,}" for v, n in sizes.items()) + ".")
+    return {"claims": claim_lines(analysis), "headline": headline_sentences(analysis), "detail": rest + list(detail)}
+
+
+def answer_text(parts: dict[str, list[str]]) -> str:
+    """analysis.json's `answer`: the claims' lines, then the headline and the detail as paragraphs."""
+    blocks = ["\n".join(parts["claims"]), " ".join(parts["headline"]), " ".join(parts["detail"])]
+    return "\n\n".join(b for b in blocks if b)
+
+
+def claim_lines(analysis: dict[str, Any]) -> list[str]:
+    """One line per claim ("- confirmed: <claim> (<why, briefly>)"), then one for the arithmetic checks."""
+    claims, checks = analysis.get("claims") or [], analysis.get("checks") or []
+    out = []
+    if claims:
+        counts = ", ".join(f"{sum(c['verdict'] == v for c in claims)} {v}" for v in VERDICTS)
+        out.append(f"Claims ({len(claims)}, tested in the study's family: {counts}):")
+        out += [f"- {c['verdict']}: {c['claim']} ({c['brief']})" for c in claims]
+    if checks:
+        held = sum(c["verdict"] == "confirmed" for c in checks)
+        out.append(f"Arithmetic checks, not inference: {held} of {len(checks)} hold.")
+    return out
+
+
+def lead_sentence(analysis: dict[str, Any], first: str, second: str) -> str:
+    """The top two by mean: ranked only when the family's test of that pair is significant and both are valid."""
+    stats = {v: analysis["variants"][v][analysis["metric"]] for v in (first, second)}
+    both = f"{first} ({fmt_ci(stats[first])}) and {second} ({fmt_ci(stats[second])})"
+    pair = next(
+        (p for p in analysis["comparisons"]["pairs"] if {p["a"], p["b"]} == {first, second}),
+        None,
+    )
+    if pair is None:
+        return f"The two highest means are {both}; the design tests each variant against the baseline only."
+    valid = not invalid_because({v: analysis["variants"][v]["validity"] for v in (first, second)})
+    if pair["significant"] and valid and sign_of(analysis, pair, first) > 0:
+        return (
+            f"{first} ranks first ({fmt_ci(stats[first])}), ahead of {second} ({fmt_ci(stats[second])}; "
+            f"{fmt_p(pair['p_value'])})."
+        )
+    return f"The two highest means are {both}; {pair_words(analysis, pair)}."
+
+
+def sign_of(analysis: dict[str, Any], pair: dict[str, Any], who: str) -> int:
+    """+1 when the pair's significant side favours `who` in the metric's better direction, -1 against, 0 none."""
+    if not pair["significant"]:
+        return 0
+    d = pair["difference"] if pair["a"] == who else -pair["difference"]
+    return 1 if d * (1 if analysis["mode"] == "max" else -1) > 0 else -1
+
+
+def pair_words(analysis: dict[str, Any], pair: dict[str, Any]) -> str:
+    """What the family's test of a pair says, for a sentence that names both."""
+    if pair["significant"]:
+        return f"they differ ({fmt_p(pair['p_value'])}, {pair['method']})"
+    return f"the test cannot tell them apart ({fmt_p(pair['p_value'])}, {pair['method']})"
+
+
+def headline_sentences(analysis: dict[str, Any]) -> list[str]:
+    """What is measured and how, the top two, and what the family's tests of the anchor's pairs support."""
+    table, comp = analysis["variants"], analysis["comparisons"]
+    ranked = [r["variant"] for r in analysis["ranking"]]
+    if not ranked:
+        return ["No run finished, so nothing can be compared."]
+    stats = {v: table[v][analysis["metric"]] for v in ranked}
+    out = [
+        f"Measured on {analysis['headline']}; {seeds_text([stats[v]['n'] for v in ranked])} per variant, 95% "
+        "intervals of the mean over seeds."
+    ]
+    first = ranked[0]
+    if len(ranked) == 1:
+        return out + [f"{first} is the only variant with a finished run ({fmt_ci(stats[first])}); nothing to compare."]
+    out.append(lead_sentence(analysis, first, ranked[1]) + (f" {comp['note']}" if comp["note"] else ""))
+    out.append(
+        f"Comparisons: {comp['method']} (alpha {analysis['alpha']:g}), one per pair wherever the report names it."
+    )
+    out += anchor_sentences(analysis, ranked)
+    if comp["family_size"] > 1 and comp["design"] == "all_pairs":
+        n_sig = sum(p["significant"] for p in comp["pairs"])
+        out.append(f"{n_sig} of {len(comp['pairs'])} pairs differ significantly.")
+    return out
+
+
+def anchor_sentences(analysis: dict[str, Any], ranked: list[str]) -> list[str]:
+    """The anchor's (the baseline's, else the first-ranked variant's) pairs: better / worse only where the family's
+    test is significant and both variants' runs are valid, else "cannot be told apart" with what it would take."""
+    table, comp = analysis["variants"], analysis["comparisons"]
+    anchor = comp["anchor"]
+    stats = {v: table[v][analysis["metric"]] for v in ranked}
+
+    def other(p: dict[str, Any]) -> str:
+        return p["b"] if p["a"] == anchor else p["a"]
+
+    shown = sorted((p for p in comp["pairs"] if anchor in (p["a"], p["b"])), key=lambda p: ranked.index(other(p)))
+    better, worse, invalid, untold = [], [], [], []
+    for p in shown:
+        why = invalid_because({v: table[v]["validity"] for v in dict.fromkeys([anchor, other(p)])})
+        if not p["significant"]:
+            untold.append(p)
+        elif why:
+            invalid.append((p, why))
+        else:
+            (better if sign_of(analysis, p, anchor) > 0 else worse).append(p)
+    out = []
+    if better:
+        out.append(f"{anchor} is better than {join([named_p(other(p), p) for p in better])}.")
+    if worse:
+        out.append(f"{anchor} is worse than {join([named_p(other(p), p) for p in worse])}.")
+    for p, why in invalid:
+        verb = "scores above" if sign_of(analysis, p, anchor) > 0 else "scores below"
+        out.append(
+            f"{anchor} {verb} {other(p)} ({fmt_p(p['p_value'])}), but {join(why)}, so that is no finding about "
+            "trained models."
+        )
+    if untold:
+        out.append(untold_sentence(analysis, anchor, other, untold, stats))
+    return out
+
+
+def untold_sentence(
+    analysis: dict[str, Any],
+    anchor: str,
+    other: Callable[[dict[str, Any]], str],
+    untold: list[dict[str, Any]],
+    stats: dict[str, dict[str, Any]],
+) -> str:
+    """The anchor and the variants its tests cannot tell apart: the first with what it would take, then the rest."""
+    p0 = untold[0]
+    n0 = min(stats[anchor]["n"], stats[other(p0)]["n"])
+    det = p0.get("detectable_difference")
+    detail = f"difference {fmt(abs(p0['difference']))}, {p0['method']}, {fmt_p(p0['p_value'])}"
+    if p0.get("reason"):
+        detail += f"; {p0['reason']}"
+    elif det is not None:
+        detail += "; " + detectable_text(det, analysis["bounds"])
+        detail += "; " + needed_text(p0.get("seeds_needed"), p0["difference"])
+    text = f"{anchor} and {other(p0)} cannot be told apart with {n0} seed{'s' if n0 != 1 else ''} ({detail})"
+    why = invalid_because({v: analysis["variants"][v]["validity"] for v in dict.fromkeys([anchor, other(p0)])})
+    if why:
+        text += f"; besides, {join(why)}"
+    rest = untold[1:]
+    if rest:
+        lowest = min(p["p_value"] for p in rest)
+        text += f"; nor can {anchor} be told apart from {', '.join(other(p) for p in rest)} (p ≥ {lowest:.2g})"
+    return text + "."
 
 
 def chance_sentence(analysis: dict[str, Any]) -> str:
@@ -451,85 +592,6 @@ def chance_sentence(analysis: dict[str, Any]) -> str:
         ((level, what),) = levels
         return f"Chance level: {fmt(level)}, the {what}."
     return "Chance levels: " + "; ".join(f"{v} {fmt(c['level'])} ({c['what']})" for v, c in known.items()) + "."
-
-
-def answer_sentences(analysis: dict[str, Any], stats: dict[str, dict[str, Any]], headline: str, note: str) -> list[str]:
-    """The answer: what is measured and how, the ranking, what the comparisons support, and the checks."""
-    table, comp = analysis["variants"], analysis["comparisons"]
-    ranked = [r["variant"] for r in analysis["ranking"]]
-    if not ranked:
-        return ["No run finished, so nothing can be compared."]
-    ns = [stats[v]["n"] for v in ranked]
-    out = [f"Measured on {headline}; {seeds_text(ns)} per variant, 95% intervals of the mean over seeds."]
-    first = ranked[0]
-    if len(ranked) == 1:
-        out.append(f"{first} is the only variant with a finished run ({fmt_ci(stats[first])}); nothing to compare.")
-        return out + validity_sentences(analysis, ranked)
-    second = ranked[1]
-    if stats[first]["mean"] == stats[second]["mean"]:  # the order of a tie is only the names'
-        lead = f"{first} and {second} tie for first ({fmt_ci(stats[first])} and {fmt_ci(stats[second])})."
-    else:
-        lead = f"{first} ranks first ({fmt_ci(stats[first])}), ahead of {second} ({fmt_ci(stats[second])})."
-    out.append(lead + (f" {note}" if note else ""))
-    family = comp["family_size"]
-    out.append(f"Comparisons: {comp['method']} (alpha {analysis['alpha']:g}).")
-    anchor = comp["anchor"]
-    shown = [p for p in comp["pairs"] if anchor in (p["a"], p["b"])]
-
-    def other(p: dict[str, Any]) -> str:
-        return p["b"] if p["a"] == anchor else p["a"]
-
-    def favours_anchor(p: dict[str, Any]) -> bool:
-        d = p["difference"] if p["a"] == anchor else -p["difference"]
-        return d * (1 if analysis["mode"] == "max" else -1) > 0
-
-    better, worse, invalid, untold = [], [], [], []
-    for p in sorted(shown, key=lambda p: ranked.index(other(p))):
-        o = other(p)
-        if p["significant"]:
-            why = invalid_because({v: table[v]["validity"] for v in dict.fromkeys([anchor, o])})
-            if why:
-                invalid.append((p, why))
-            elif favours_anchor(p):
-                better.append(p)
-            else:
-                worse.append(p)
-        else:
-            untold.append(p)
-    if better:
-        out.append(f"{anchor} is better than {join([named_p(other(p), p) for p in better])}.")
-    if worse:
-        out.append(f"{anchor} is worse than {join([named_p(other(p), p) for p in worse])}.")
-    for p, why in invalid:
-        verb = "scores above" if favours_anchor(p) else "scores below"
-        out.append(
-            f"{anchor} {verb} {other(p)} ({fmt_p(p['p_value'])}), but {join(why)}, so that is no finding about "
-            "trained models."
-        )
-    if untold:
-        p0 = untold[0]
-        n0 = min(stats[anchor]["n"], stats[other(p0)]["n"])
-        det = p0.get("detectable_difference")
-        detail = f"difference {fmt(abs(p0['difference']))}, Holm-adjusted {fmt_p(p0['p_value'])}"
-        if p0.get("reason"):
-            detail += f"; {p0['reason']}"
-        elif det is not None:
-            detail += "; " + detectable_text(det, analysis["bounds"])
-            detail += "; " + needed_text(p0.get("seeds_needed"), p0["difference"])
-        text = f"{anchor} and {other(p0)} cannot be told apart with {n0} seed{'s' if n0 != 1 else ''} ({detail})"
-        why = invalid_because({v: table[v]["validity"] for v in dict.fromkeys([anchor, other(p0)])})
-        if why:
-            text += f"; besides, {join(why)}"
-        rest = untold[1:]
-        if rest:
-            lowest = min(p["p_value"] for p in rest)
-            names = ", ".join(other(p) for p in rest)
-            text += f"; nor can {anchor} be told apart from {names} (Holm-adjusted p ≥ {lowest:.2g})"
-        out.append(text + ".")
-    if family > 1 and comp["design"] == "all_pairs":
-        n_sig = sum(p["significant"] for p in comp["pairs"])
-        out.append(f"{n_sig} of {family} pairs differ significantly.")
-    return out + validity_sentences(analysis, ranked)
 
 
 def validity_sentences(analysis: dict[str, Any], ranked: list[str]) -> list[str]:
@@ -569,7 +631,7 @@ def validity_sentences(analysis: dict[str, Any], ranked: list[str]) -> list[str]
 
 def metrics_file(analysis: dict[str, Any]) -> dict[str, Any]:
     """A handful of flat numbers for `dvc metrics show/diff` and `dvc exp show`, named independently of which
-    variant won (the details stay in analysis.json)."""
+    variant won (the details stay in analysis.json). Inferential claims and arithmetic checks are counted apart."""
     metric, ranking = analysis["metric"], analysis["ranking"]
     table = analysis["variants"]
     out: dict[str, Any] = {
@@ -577,12 +639,16 @@ def metrics_file(analysis: dict[str, Any]) -> dict[str, Any]:
         # not usable by the statistics: failed, killed or diverged
         "runs_failed": sum(r["runs"] - r["finished"] for r in table.values()),
         "significant_pairs": sum(p["significant"] for p in analysis["comparisons"]["pairs"]),
+        "family_size": (analysis.get("family") or {}).get("size", 0),
     }
     if ranking:
         out[f"best_{metric}"] = ranking[0]["mean"]
     if len(ranking) > 1:
         out["margin_to_runner_up"] = abs(ranking[0]["mean"] - ranking[1]["mean"])
-    claims = analysis.get("claims") or []
+    claims, checks = analysis.get("claims") or [], analysis.get("checks") or []
     out["claims_total"] = len(claims)
-    out["claims_confirmed"] = sum(c["verdict"] == "confirmed" for c in claims)
+    for verdict in VERDICTS:
+        out[f"claims_{verdict}"] = sum(c["verdict"] == verdict for c in claims)
+    out["checks_total"] = len(checks)
+    out["checks_passed"] = sum(c["verdict"] == "confirmed" for c in checks)
     return out

@@ -9,14 +9,14 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Study
+from pipeline.config import Claim, Study
 from pipeline.errors import ConfigError
 from pipeline.jsonfile import is_number, json_kind, read_json
-from pipeline.report.analysis import analyze, metrics_file
+from pipeline.report.analysis import ChanceFn, analyze, answer_parts, answer_text, fill_comparisons, metrics_file
 from pipeline.report.chance import ChanceLevels
 from pipeline.report.claims import evaluate_claims, members
 from pipeline.report.confusion import confusion
@@ -45,8 +45,8 @@ def build_report(
     """Write the report folder (see `pipeline.report`); returns {"analysis", "figures"}.
 
     The question, metric, mode, target, baseline, claims and sections come from `study.spec`; a section name that
-    is not registered fails here, before anything is written. The comparisons are Welch t-tests with Holm's
-    correction (docs/statistics.md).
+    is not registered fails here, before anything is written. The headline comparisons and the claims are tested
+    in one Holm family (`pipeline.report.gate`, docs/statistics.md).
     """
     with frozen_gc():
         return _build(study, results_dir, out_dir, data_dir, log_to_mlflow=log_to_mlflow)
@@ -83,8 +83,6 @@ def _build(
     analysis["superiority"] = superiority(
         runs, analysis["metric"], superiority_pairs(study, analysis), sweep.get("tracking_uri")
     )
-    if text := sentence(analysis["superiority"]):
-        analysis["answer"] = " ".join([analysis["answer"], text])
     analysis.update(
         {
             "study": study.name,
@@ -102,17 +100,21 @@ def _build(
         (work / "tables").mkdir()  # the sections' long tables (Markdown); a DVC output, so it exists even when empty
 
         made: list[Path] = []
+        section_text: list[str] = []
         if spec.report:
             ctx = Context(study.name, runs, sweep, analysis, work, data)
             analysis["extras"] = {}
             for name in spec.report:
                 res = get_section(name)(ctx)
-                analysis["answer"] = " ".join([analysis["answer"], *res.sentences])
+                section_text += res.sentences
                 analysis["extras"][name] = res.tables
                 made += res.figures
 
-        # after the sections: a claim may read the per-seed values a section computed
-        analysis["claims"] = evaluate_claims(spec.expect, runs, analysis, chance=chance)
+        # After the sections (a claim may read the per-seed values a section computed): the study's one family,
+        # the headline pairs and the claims together, then every sentence that names a pair.
+        conclude(
+            analysis, spec.expect, runs, chance, [s for s in (sentence(analysis["superiority"]),) if s] + section_text
+        )
 
         write_curve_csvs(runs, spec.metric, work / "curves")
         made += standard_figures(study.name, runs, analysis, figures)
@@ -135,6 +137,27 @@ def _build(
     if log_to_mlflow:
         analysis["logged_to_mlflow"] = log_report(sweep, out, summary)
     return {"analysis": analysis, "figures": [str(p) for p in made]}
+
+
+def conclude(
+    analysis: dict[str, Any],
+    claims: Sequence[Claim],
+    runs: list[Run],
+    chance: ChanceFn | None = None,
+    detail: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Close the study's one family (the headline pairs and the claims' tests, Holm together), keep the inferential
+    claims, the arithmetic checks and the family apart in `analysis`, put the headline pairs' results in
+    `comparisons`, then write the answer from them: the claims' verdicts, the headline, the detail (`detail`: the
+    sentences of P(A > B) and of the sections)."""
+    entries, family = evaluate_claims(claims, runs, analysis, chance=chance, alpha=analysis["alpha"])
+    analysis["claims"] = [e for e in entries if e["type"] == "claim"]
+    analysis["checks"] = [e for e in entries if e["type"] == "check"]
+    analysis["family"] = family.record()
+    fill_comparisons(analysis, family)
+    analysis["answer_parts"] = answer_parts(analysis, detail)
+    analysis["answer"] = answer_text(analysis["answer_parts"])
+    return analysis
 
 
 def superiority_pairs(study: Study, analysis: dict[str, Any]) -> list[tuple[str, str]]:

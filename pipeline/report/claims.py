@@ -1,33 +1,33 @@
 """Verdicts on a study's claims (`expect:` in its spec, `pipeline.config.Claim`): confirmed, contradicted or
-inconclusive, each with the reason, from the same runs and checks as the answer.
+inconclusive, each with the reason, from the study's one test family (`pipeline.report.gate`).
 
-The rules (docs/statistics.md, *Claims*):
+Each kind has its test (docs/statistics.md, *Claims*), Holm-adjusted with the headline comparisons and every other
+claim's tests:
 
-- `better`    confirmed when every pair (a, b) differs significantly in the claimed direction after Holm over all
-              of the study's claim comparisons and both variants' runs are valid (converged, not at chance, not
-              diverged); contradicted when a pair differs significantly the other way; else inconclusive, saying
-              why (not significant and what these seeds could have detected, invalid runs, too few seeds).
-              `epochs_to_target` is compared censored (Gehan-Wilcoxon, Bonferroni over those claims).
-- `ratio`     mean(a) / mean(b) within `tolerance` (relative) of `value`: meant for deterministic quantities.
-- `extreme`   a is the highest (lowest) and, when the metric varies over seeds, significantly beyond the best
-              other variant (same Holm family); deterministic: strictly beyond.
-- `chance`    a's mean is not above the trivial predictor's score by more than the noise; `trains`: it is.
-- `no_gain`   the upper end of the 95% Welch interval of a's gain over b (in the metric's better direction) is
-              below `margin` and the runs are valid; contradicted when the lower end is above `margin`; else
-              inconclusive (absence of evidence is not evidence of absence).
+- `better`    one-sided Welch in the claimed direction (a one-sample t-test against an arm with identical seeds;
+              censored one-sided Gehan-Wilcoxon on `epochs_to_target`): confirmed when significant; contradicted
+              when the opposite one-sided test is significant in the same family.
+- `extreme`   the same test of a against the best other variant; on a quantity identical over seeds (a FLOP
+              count) it is an arithmetic check: strictly beyond or not.
+- `no_gain`   non-superiority: one-sided Welch that a's gain over b is below the declared `margin`; contradicted
+              when the gain is significantly above it.
+- `chance`    TOST: a's mean within ±`margin` of the chance level (or of the stated `value`); contradicted when
+              significantly beyond the margin.
+- `trains`    one-sided: a's mean above the chance level by more than `margin` (default 0); contradicted when
+              significantly below that.
+- `ratio`     mean(a) / mean(b) within `tolerance` (relative) of `value`: an arithmetic check, not inference.
 
-`metric` is a run metric (its final value, `pipeline.runs.final`) or `<section>.<quantity>`, read from
-`analysis["extras"][<section>]["values"][<quantity>][<variant>]` (per-seed values a report section computed).
+A variant that has not converged or had diverged runs (and, for the comparisons, one at chance) makes its claims
+inconclusive, never contradicted, and the reason says why. `metric` is a run metric (its final value,
+`pipeline.runs.final`) or `<section>.<quantity>`, read from `analysis["extras"][<section>]["values"][<quantity>]`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from statsmodels.stats.multitest import multipletests
 
 from pipeline import honest_stats as hs
 from pipeline import runs as rn
@@ -36,7 +36,7 @@ from pipeline.plots import metric_bounds
 from pipeline.report.analysis import (
     ALPHA,
     ChanceFn,
-    chance_noise,
+    add_headline,
     detectable_text,
     fmt,
     invalid_because,
@@ -44,12 +44,22 @@ from pipeline.report.analysis import (
     needed_text,
     target_data,
 )
-from pipeline.report.chance import Chance
+from pipeline.report.gate import FLIP, Family, Member
 from pipeline.runs import Run
-from pipeline.sections import common
 from pipeline.text import fmt_p
 
 CONFIRMED, CONTRADICTED, INCONCLUSIVE = "confirmed", "contradicted", "inconclusive"
+# what makes a variant's runs unable to decide a claim: all kinds / the comparisons (a model at chance compared
+# with another says nothing about trained models; a `chance` claim is about being there)
+UNFIT = ("not_converged", "diverged")
+UNFIT_TO_COMPARE = ("not_converged", "diverged", "at_chance")
+SHORT = {  # each hypothesis's test, in a few words
+    "difference": "one-sided Welch",
+    "sooner": "one-sided Gehan-Wilcoxon",
+    "no_gain": "non-superiority Welch",
+    "chance": "TOST",
+    "trains": "one-sided t-test",
+}
 
 
 @dataclass
@@ -58,6 +68,7 @@ class Outcome:
 
     verdict: str
     reason: str
+    brief: str = ""  # a few words for the answer's one line per claim
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,35 +76,30 @@ def members(x: str | list[str] | None) -> list[str]:
     return [] if x is None else [x] if isinstance(x, str) else list(x)
 
 
-def combine(outcomes: list[Outcome]) -> tuple[str, str]:
-    """Any member contradicted: contradicted; all confirmed: confirmed; else inconclusive. The reason lists the
-    members that decided it."""
+def combine(outcomes: list[Outcome]) -> tuple[str, str, str]:
+    """(verdict, reason, brief): any member contradicted: contradicted; all confirmed: confirmed; else
+    inconclusive. The reason lists the members that decided it."""
     if not outcomes:
-        return INCONCLUSIVE, "nothing to compare"
-    for verdict in (CONTRADICTED, INCONCLUSIVE):
-        hit = [o.reason for o in outcomes if o.verdict == verdict]
+        return INCONCLUSIVE, "nothing to compare", "nothing to compare"
+    for verdict in (CONTRADICTED, INCONCLUSIVE, CONFIRMED):
+        hit = [o for o in outcomes if o.verdict == verdict]
         if hit:
-            return verdict, "; ".join(hit)
-    return CONFIRMED, "; ".join(o.reason for o in outcomes)
+            reasons = hit if verdict != CONFIRMED else outcomes
+            brief = "; ".join(dict.fromkeys(o.brief or o.reason for o in hit))
+            return verdict, "; ".join(o.reason for o in reasons), brief
+    raise AssertionError("unreachable")
 
 
 class ClaimContext:
-    """What every claim reads: the runs, the analysis (validity, extras), the chance levels and P(A > B)."""
+    """What every claim reads: the runs, the analysis (validity, extras, chance levels) and the family."""
 
-    def __init__(
-        self, claims: Sequence[Claim], runs: list[Run], analysis: dict[str, Any], chance: ChanceFn | None, alpha: float
-    ):
-        self.runs, self.analysis, self.chance, self.alpha = runs, analysis, chance, alpha
+    def __init__(self, runs: list[Run], analysis: dict[str, Any], chance: ChanceFn | None, family: Family):
+        self.runs, self.analysis, self.chance, self.family = runs, analysis, chance, family
+        self.alpha = family.alpha
         self.by_variant = rn.by_variant(runs)
         self.variants = list(analysis["variants"])
         sup = analysis.get("superiority") or {}
         self.superiority = {(p["a"], p["b"]): p for p in sup.get("pairs", [])}
-        # the censored comparisons of `better` claims on epochs_to_target form their own (Bonferroni) family
-        self.n_time_tests = sum(
-            len(members(c.a)) * len(members(c.b))
-            for c in claims
-            if c.kind == "better" and self.metric(c) == "epochs_to_target"
-        )
 
     def metric(self, claim: Claim) -> str:
         return claim.metric or self.analysis["metric"]
@@ -117,220 +123,252 @@ class ClaimContext:
         got = rn.per_variant(self.runs, metric)
         return (got, None) if got else ({}, f"no finished run logged {metric}")
 
-    def checks(self, variant: str) -> dict[str, Any]:
-        return self.analysis["variants"].get(variant, {}).get("validity") or {}
+    def invalid(self, variants: Sequence[str], checks: Sequence[str] = UNFIT_TO_COMPARE) -> str:
+        """Why these variants' runs cannot decide a claim ("b had diverged runs"), or ""."""
+        table = self.analysis["variants"]
+        got = {
+            v: {k: c for k, c in (table.get(v, {}).get("validity") or {}).items() if k in checks}
+            for v in dict.fromkeys(variants)
+        }
+        return "; ".join(invalid_because(got))
 
-    def invalid(self, *variants: str) -> str:
-        """Why these variants' runs cannot confirm a claim ("b had diverged runs"), or ""."""
-        return "; ".join(invalid_because({v: self.checks(v) for v in dict.fromkeys(variants)}))
-
-
-# --------------------------------------------------------------------------- the Holm family of the claims
-
-
-@dataclass
-class Test:
-    a: str
-    b: str
-    metric: str
-    values_a: list[float]
-    values_b: list[float]
-    raw: hs.PairTest | None = None
-    p_adjusted: float = 1.0
-
-
-def family_tests(claims: Sequence[Claim], ctx: ClaimContext) -> dict[tuple[int, str, str], Test]:
-    """The noisy pair tests of every `better` and `extreme` claim, Holm-adjusted together: the family is the
-    study's claims, fixed before the runs were looked at."""
-    tests: dict[tuple[int, str, str], Test] = {}
-    for i, claim in enumerate(claims):
-        metric = ctx.metric(claim)
-        if claim.kind not in ("better", "extreme") or metric == "epochs_to_target":
-            continue
-        groups, _ = ctx.values(metric)
-        direction = ctx.direction(claim, metric)
-        for a, b in claim_pairs(claim, groups, direction):
-            va, vb = groups.get(a), groups.get(b)
-            if va and vb and not (claim.kind == "extreme" and hs.spread(va) == 0 and hs.spread(vb) == 0):
-                tests[(i, a, b)] = Test(a, b, metric, va, vb)
-    for t in tests.values():
-        # one pair alone: Holm over one comparison is the raw Welch p, with honest_stats' rules for one seed and
-        # for no spread
-        t.raw = hs.holm_all_pairs({"a": t.values_a, "b": t.values_b}, alpha=ctx.alpha)[0]
-    if tests:
-        adjusted = multipletests([t.raw.p_value for t in tests.values()], method="holm")[1]  # type: ignore[union-attr]
-        for t, p in zip(tests.values(), adjusted):
-            t.p_adjusted = float(p)
-    return tests
+    def level(self, claim: Claim, variant: str, metric: str) -> tuple[float | None, str]:
+        """The chance level a `chance` / `trains` claim tests against: the claim's `value`, else the trivial
+        predictor's score (the analysis's for the headline metric), else (None, why not)."""
+        if claim.value is not None:
+            return claim.value, "the claim's chance level"
+        if metric == self.analysis["metric"]:
+            c = self.analysis["chance"].get(variant) or {}
+            return c.get("level"), c.get("reason") or f"chance level of {metric} unknown"
+        if self.chance is None or "." in metric:
+            return None, f"chance level of {metric} unknown"
+        ch = self.chance(rn.ok_runs(self.by_variant.get(variant, [])), metric)
+        return ch.level, ch.reason or ch.what or f"chance level of {metric} unknown"
 
 
-def claim_pairs(claim: Claim, groups: dict[str, list[float]], direction: str | None) -> list[tuple[str, str]]:
+# --------------------------------------------------------------------------- what each claim puts in the family
+
+# A planned test: (a, b or None, the member's key) or the outcome that says why there is none.
+Plan = tuple[str, str | None, tuple[Any, ...]] | Outcome
+
+
+def sign_of(direction: str) -> int:
+    return 1 if direction == "max" else -1
+
+
+def plan_claim(claim: Claim, i: int, ctx: ClaimContext) -> list[Plan] | None:
+    """Put a claim's tests into the family; None for an arithmetic check (no test)."""
+    by = f"claim {i + 1}"
+    metric = ctx.metric(claim)
+    if claim.kind == "better" and metric == "epochs_to_target":
+        return plan_sooner(claim, ctx, by)
+    groups, why = ctx.values(metric)
+    if claim.kind == "ratio" or (claim.kind == "extreme" and not why and deterministic(groups)):
+        return None
+    if why:
+        return [Outcome(INCONCLUSIVE, why)]
+    direction = ctx.direction(claim, metric)
+    if direction is None and claim.kind != "chance":
+        return [Outcome(INCONCLUSIVE, f"which way {metric} is better is unknown; give the claim a direction")]
+    plans: list[Plan] = []
+    for a, b in claim_pairs(claim, groups, direction):
+        gone = [v for v in (a, b) if v is not None and not groups.get(v)]
+        if gone:
+            plans.append(Outcome(INCONCLUSIVE, f"no {metric} for {gone[0]}"))
+        elif claim.kind in ("better", "extreme"):
+            alt = "greater" if sign_of(direction) > 0 else "less"  # type: ignore[arg-type]
+            plans.append((a, b, ctx.family.difference(metric, a, b, groups[a], groups[b], by, alt)))  # type: ignore[index,arg-type]
+        elif claim.kind == "no_gain":
+            key = ctx.family.no_gain(metric, a, b, groups[a], groups[b], claim.margin, sign_of(direction), by)  # type: ignore[arg-type,index]
+            plans.append((a, b, key))
+        else:
+            plans.append(plan_level(claim, a, groups[a], metric, direction, ctx, by))
+    return plans
+
+
+def plan_level(
+    claim: Claim, a: str, values: list[float], metric: str, direction: str | None, ctx: ClaimContext, by: str
+) -> Plan:
+    """A `chance` or `trains` test of one variant against its chance level."""
+    level, why = ctx.level(claim, a, metric)
+    if level is None:
+        return Outcome(INCONCLUSIVE, f"{a}: {why}")
+    if claim.kind == "chance":
+        return a, None, ctx.family.chance(metric, a, values, level, claim.margin, by)  # type: ignore[arg-type]
+    return a, None, ctx.family.trains(metric, a, values, level, claim.margin or 0.0, sign_of(direction or "max"), by)
+
+
+def plan_sooner(claim: Claim, ctx: ClaimContext, by: str) -> list[Plan]:
+    plans: list[Plan] = []
+    for a, b in claim_pairs(claim, {}, None):
+        da, db = target_data(ctx.by_variant.get(a) or []), target_data(ctx.by_variant.get(b) or [])
+        if da is None or db is None:
+            plans.append(Outcome(INCONCLUSIVE, f"no target reached/epochs recorded for {a if da is None else b}"))
+        else:
+            plans.append((a, b, ctx.family.sooner(a, b, da, db, by)))
+    return plans
+
+
+def deterministic(groups: dict[str, list[float]]) -> bool:
+    """Every variant's values identical over its seeds: a count of the built model, not a measurement."""
+    return all(hs.spread(x) == 0 for x in groups.values() if x)
+
+
+def claim_pairs(claim: Claim, groups: dict[str, list[float]], direction: str | None) -> list[tuple[str, str | None]]:
     """The (a, b) pairs a claim's test compares: every a against every b; for `extreme`, each a against the best
-    variant outside a (or, when a member is not the extreme, against the variant that is)."""
+    variant outside a (by mean); for `chance` and `trains`, each a alone."""
     a_list = members(claim.a)
+    if claim.kind in ("chance", "trains"):
+        return [(a, None) for a in a_list]
     if claim.kind != "extreme":
         return [(a, b) for a in a_list for b in members(claim.b)]
-    if direction is None:
-        return []
-    sign = 1 if direction == "max" else -1
+    sign = sign_of(direction or "max")
     means = {v: sum(x) / len(x) for v, x in groups.items() if x}
     others = [v for v in means if v not in a_list]
     if not others:
         return []
     rival = max(others, key=lambda v: sign * means[v])
-    return [(a, rival) for a in a_list if a in means]
+    return [(a, rival) for a in a_list]
 
 
-@dataclass
-class Compared:
-    """What a pairwise claim (`better`, `no_gain`) compares: per-seed values, +1/-1 for the metric's better
-    direction, and the (a, b) pairs."""
-
-    groups: dict[str, list[float]]
-    sign: int
-    pairs: list[tuple[str, str]]
+# --------------------------------------------------------------------------- verdicts from the closed family
 
 
-def compared(claim: Claim, ctx: ClaimContext, metric: str) -> Compared | Outcome:
-    """The pairs a pairwise claim compares, or the inconclusive outcome when it cannot be judged at all."""
-    groups, why = ctx.values(metric)
-    if why:
-        return Outcome(INCONCLUSIVE, why)
-    direction = ctx.direction(claim, metric)
-    if direction is None:
-        return Outcome(INCONCLUSIVE, f"which way {metric} is better is unknown; give the claim a direction")
-    return Compared(groups, 1 if direction == "max" else -1, claim_pairs(claim, groups, direction))
+def judged(
+    claimed_p: float,
+    opposite_p: float,
+    member: Member,
+    why_not: str,
+    head: str,
+    says: tuple[str, str],
+    ctx: ClaimContext,
+    method: str = "",
+) -> Outcome:
+    """The verdict of one test: confirmed when the claimed side is significant in the family, contradicted when
+    the opposite side is, inconclusive when neither or when a variant's runs cannot decide (never contradicted)."""
+    fam = ctx.family
+    test = f"{method or member.method}, {fam.label}"
+    details = {
+        "test": method or member.method,
+        "p_holm": claimed_p,
+        "p_opposite_holm": opposite_p,
+        **key_details(member),
+    }
+    if member.main.reason:
+        return Outcome(
+            INCONCLUSIVE, f"{head}: no test ({member.main.reason})", "no test: " + member.main.reason, details
+        )
+    if why_not:
+        side = (
+            "claimed side" if claimed_p < ctx.alpha else "opposite side" if opposite_p < ctx.alpha else "neither side"
+        )
+        p = min(claimed_p, opposite_p)
+        return Outcome(
+            INCONCLUSIVE,
+            f"{head}: {why_not}, so the runs cannot decide ({side} significant: {test}, {fmt_p(p)})",
+            why_not,
+            details,
+        )
+    short = f"{SHORT[member.hypothesis]}, Holm-adjusted"
+    if claimed_p < ctx.alpha:
+        text = f"{head}: {says[0]} ({test}: {fmt_p(claimed_p)}); runs valid"
+        return Outcome(CONFIRMED, text, f"{short} {fmt_p(claimed_p)}", details)
+    if opposite_p < ctx.alpha:
+        text = f"{head}: {says[1]} (the opposite one-sided test in the same family: {fmt_p(opposite_p)})"
+        return Outcome(CONTRADICTED, text, f"the opposite holds: {short} {fmt_p(opposite_p)}", details)
+    text = f"{head}: {not_significant(member, claimed_p, ctx)}"
+    if member.hypothesis != "difference":  # a difference's opposite is the same test's other tail
+        text += f"; nor its opposite ({says[1]}: {fmt_p(opposite_p)})"
+    return Outcome(INCONCLUSIVE, text, f"not significant: {short} {fmt_p(claimed_p)}", details)
 
 
-def missing(metric: str, groups: dict[str, list[float]], a: str, b: str) -> Outcome | None:
-    """An inconclusive outcome for a pair with a variant that has no values of `metric`."""
-    gone = [v for v in (a, b) if v not in groups]
-    return Outcome(INCONCLUSIVE, f"no {metric} for {gone[0]}") if gone else None
+def key_details(m: Member) -> dict[str, Any]:
+    return {k: v for k, v in (("a", m.a), ("b", m.b), ("level", m.level), ("margin", m.margin)) if v is not None} | {
+        "difference": m.difference
+    }
 
 
-# --------------------------------------------------------------------------- one kind each
-
-
-def pair_text(a: str, b: str, va: list[float], vb: list[float]) -> str:
-    ma, mb = sum(va) / len(va), sum(vb) / len(vb)
-    return f"{a} {fmt(ma)} vs {b} {fmt(mb)}"
-
-
-def not_significant(t: Test, family: int, ctx: ClaimContext) -> str:
-    """Why a non-significant claim test says little: what these seeds could have detected, and the seed count."""
-    assert t.raw is not None
-    na, nb = len(t.values_a), len(t.values_b)
-    text = f"not significant (Holm-adjusted {fmt_p(t.p_adjusted)} over {family} claim comparisons"
-    if t.raw.reason:
-        return text + f"; {t.raw.reason})"
-    sa, sb = hs.spread(t.values_a), hs.spread(t.values_b)
-    det = hs.detectable_difference(sa, sb, na, nb, alpha=ctx.alpha / family)
-    text += ")"
+def not_significant(m: Member, p: float, ctx: ClaimContext) -> str:
+    """Why a non-significant test says little: what these seeds could have detected, what it would take."""
+    fam = ctx.family
+    text = f"neither side significant ({m.method}, {fam.label}: {fmt_p(p)})"
+    if m.hypothesis == "sooner":
+        return text + rank_floor(m, ctx)
+    va, vb = m.values_a, m.values_b
+    if m.hypothesis != "difference" or vb is None:
+        return text + (f"; {hs.FEW_SEEDS}" if len(va) <= 3 else "")
+    sa, sb = hs.spread(va), hs.spread(vb)
+    level = min(2 * ctx.alpha / fam.size, 0.5)  # Holm's first step, one-sided as a two-sided level
+    det = hs.detectable_difference(sa, sb, len(va), len(vb), alpha=level)
     if not math.isnan(det):
-        text += f"; with {na} vs {nb} seeds " + detectable_text(det, metric_bounds(t.metric))
-        needed = hs.seeds_needed(sa, sb, t.raw.difference, alpha=ctx.alpha / family)
-        text += "; " + needed_text(needed, t.raw.difference)
-    if min(na, nb) <= 3:
+        text += f"; with {len(va)} vs {len(vb)} seeds " + detectable_text(det, metric_bounds(m.metric))
+        text += "; " + needed_text(hs.seeds_needed(sa, sb, m.difference, alpha=level), m.difference)
+    if min(len(va), len(vb)) <= 3:
         text += f"; {hs.FEW_SEEDS}"
     return text
 
 
-def better(claim: Claim, i: int, ctx: ClaimContext, tests: dict, family: int) -> list[Outcome]:
-    metric = ctx.metric(claim)
-    if metric == "epochs_to_target":
-        return better_time(claim, ctx)
-    c = compared(claim, ctx, metric)
-    if isinstance(c, Outcome):
-        return [c]
-    groups, sign = c.groups, c.sign
-    out = []
-    for a, b in c.pairs:
-        if gap := missing(metric, groups, a, b):
-            out.append(gap)
-            continue
-        t = tests[(i, a, b)]
-        assert t.raw is not None
-        head = pair_text(a, b, t.values_a, t.values_b)
-        gain = sign * t.raw.difference
-        sig = t.p_adjusted < ctx.alpha and not t.raw.reason
-        details = {"a": a, "b": b, "difference": t.raw.difference, "p_raw": t.raw.p_value, "p_holm": t.p_adjusted}
-        sup = ctx.superiority.get((a, b))
-        extra = f"; P({a} > {b}) over seeds and test examples {sup['p_a_better']:.2f}" if sup else ""
-        if sig and gain < 0:
-            out.append(
-                Outcome(
-                    CONTRADICTED,
-                    f"{head}: {b} is significantly better (Holm-adjusted {fmt_p(t.p_adjusted)}){extra}",
-                    details,
-                )
-            )
-        elif sig:
-            why_not = ctx.invalid(a, b)
-            if why_not:
-                out.append(
-                    Outcome(
-                        INCONCLUSIVE,
-                        f"{head}: significant (Holm-adjusted {fmt_p(t.p_adjusted)}), but {why_not}{extra}",
-                        details,
-                    )
-                )
-            else:
-                out.append(
-                    Outcome(
-                        CONFIRMED,
-                        f"{head}, Holm-adjusted {fmt_p(t.p_adjusted)} over {family} claim comparisons; "
-                        f"runs valid{extra}",
-                        details,
-                    )
-                )
-        else:
-            text = f"{head}: {not_significant(t, family, ctx)}"
-            why_not = ctx.invalid(a, b)
-            if why_not:
-                text += f"; besides, {why_not}"
-            out.append(Outcome(INCONCLUSIVE, text + extra, details))
+def rank_floor(m: Member, ctx: ClaimContext) -> str:
+    """When no outcome of a rank test at these seeds could pass Holm's first step, say so and what would."""
+    first = ctx.alpha / ctx.family.size
+    if m.min_p is None or m.min_p <= first:
+        return ""
+    need = hs.seeds_for_rank_test(first, sides=1)
+    return (
+        f"; at these seeds no outcome could: the smallest p a one-sided rank test can give is {m.min_p:.2g}, above "
+        f"Holm's first threshold {first:.2g}; it needs ≥ {need} seeds per group in this family"
+    )
+
+
+def pair_text(a: str, b: str, va: list[float], vb: list[float]) -> str:
+    return f"{a} {fmt(sum(va) / len(va))} vs {b} {fmt(sum(vb) / len(vb))}"
+
+
+def verdict_of(claim: Claim, plan: Plan, ctx: ClaimContext) -> Outcome:
+    if isinstance(plan, Outcome):
+        return plan
+    a, b, key = plan
+    m = ctx.family.get(key)
+    if m.hypothesis == "difference":
+        return difference_verdict(claim, a, b, m, ctx)  # type: ignore[arg-type]
+    if m.hypothesis == "sooner":
+        says = (f"{a} reaches the target sooner than {b}", f"{b} reaches the target sooner than {a}")
+        return judged(m.p, m.p_opposite, m, ctx.invalid([a, b]), f"{a} vs {b}, epochs to target", says, ctx)
+    if m.hypothesis == "no_gain":
+        head = pair_text(a, b, m.values_a, m.values_b or [])  # type: ignore[arg-type]
+        says = (
+            f"{a}'s gain over {b} is below the margin {m.margin:g}",
+            f"{a} is better by more than the margin {m.margin:g}",
+        )
+        return judged(m.p, m.p_opposite, m, ctx.invalid([a, b]), head, says, ctx)  # type: ignore[list-item]
+    head = f"{a} on {m.metric} {fmt(sum(m.values_a) / len(m.values_a))}, chance level {m.level:g}"
+    if m.hypothesis == "chance":
+        says = (f"within ±{m.margin:g} of it", f"beyond ±{m.margin:g} of it")
+    else:
+        says = (f"above it by more than {m.margin:g}", f"not above it by more than {m.margin:g}")
+    return judged(m.p, m.p_opposite, m, ctx.invalid([a], UNFIT), head, says, ctx)
+
+
+def difference_verdict(claim: Claim, a: str, b: str, m: Member, ctx: ClaimContext) -> Outcome:
+    """`better` and `extreme`: the claimed direction of mean(a) - mean(b), the family's one test of the pair."""
+    view = ctx.family.view(m.key, a, b)
+    sign = sign_of(ctx.direction(claim, m.metric) or "max")
+    claimed = "greater" if sign > 0 else "less"
+    va, vb = (m.values_a, m.values_b) if not view.flipped else (m.values_b, m.values_a)
+    head = pair_text(a, b, va, vb or [])  # type: ignore[arg-type]
+    if claim.kind == "extreme":
+        head = f"{'highest' if sign > 0 else 'lowest'} {m.metric}: {head} (the best other variant)"
+    word = "better" if m.metric == ctx.analysis["metric"] else "higher" if sign > 0 else "lower"
+    says = (f"{a} is significantly {word}", f"{b} is significantly {word}")
+    p, q = view.p_for(claimed), view.p_for(FLIP[claimed])  # type: ignore[arg-type]
+    out = judged(p, q, m, ctx.invalid([a, b]), head, says, ctx, view.method)
+    sup = ctx.superiority.get((a, b))
+    if sup and m.metric == ctx.analysis["metric"]:
+        out.reason += f"; P({a} > {b}) over seeds and test examples {sup['p_a_better']:.2f}"
     return out
 
 
-def better_time(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
-    """`better` on epochs_to_target: a reaches the target sooner, compared censored."""
-    pairs = [(a, b) for a in members(claim.a) for b in members(claim.b)]
-    m = max(ctx.n_time_tests, 1)
-    out = []
-    for a, b in pairs:
-        ra, rb = ctx.by_variant.get(a), ctx.by_variant.get(b)
-        da, db = target_data(ra or []), target_data(rb or [])
-        if da is None or db is None:
-            out.append(Outcome(INCONCLUSIVE, f"no target reached/epochs recorded for {a if da is None else b}"))
-            continue
-        c = hs.compare_time_to_target(da[0], da[1], db[0], db[1], max(da[2], db[2]), alpha=ctx.alpha / m)
-        details = {"a": a, "b": b, **c.as_dict()}
-        if c.min_p > ctx.alpha / m:
-            out.append(Outcome(INCONCLUSIVE, f"{a} vs {b}: {c.verdict.removeprefix('inconclusive: ')}", details))
-        elif c.significant and c.statistic > 0:
-            why_not = ctx.invalid(a, b)
-            verdict = INCONCLUSIVE if why_not else CONFIRMED
-            text = f"{a} reaches the target sooner than {b} ({fmt_p(c.p_value)}, {c.method})"
-            out.append(Outcome(verdict, text + (f", but {why_not}" if why_not else ""), details))
-        elif c.significant:
-            out.append(
-                Outcome(
-                    CONTRADICTED, f"{b} reaches the target sooner than {a} ({fmt_p(c.p_value)}, {c.method})", details
-                )
-            )
-        else:
-            level = f"{ctx.alpha / m:.3g}"
-            if m > 1:
-                level += f" (Bonferroni over {m} epochs-to-target claim comparisons)"
-            out.append(
-                Outcome(
-                    INCONCLUSIVE,
-                    f"{a} vs {b}: epochs to target not significantly different at the level {level} "
-                    f"({fmt_p(c.p_value)}, {c.method})",
-                    details,
-                )
-            )
-    return out
+# --------------------------------------------------------------------------- arithmetic checks
 
 
 def ratio(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
@@ -342,9 +380,10 @@ def ratio(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
         return [Outcome(INCONCLUSIVE, "a ratio claim needs a value")]
     out = []
     for a, b in claim_pairs(claim, groups, None):
-        if not groups.get(a) or not groups.get(b):
+        if not groups.get(a) or not groups.get(b or ""):
             out.append(Outcome(INCONCLUSIVE, f"no {metric} for {a if not groups.get(a) else b}"))
             continue
+        assert b is not None
         ma, mb = sum(groups[a]) / len(groups[a]), sum(groups[b]) / len(groups[b])
         if mb == 0:
             out.append(Outcome(INCONCLUSIVE, f"{metric} of {b} is 0: no ratio"))
@@ -356,146 +395,31 @@ def ratio(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
             f"{metric} {a} / {b} = {fmt(ma)} / {fmt(mb)} = {r:.3g}, claimed {claim.value:g} ± {claim.tolerance:.0%}"
             + (" (a ratio of seed means: the quantity varies over seeds)" if noisy else "")
         )
-        out.append(Outcome(CONFIRMED if ok else CONTRADICTED, text, {"a": a, "b": b, "ratio": r}))
+        out.append(Outcome(CONFIRMED if ok else CONTRADICTED, text, f"{r:.3g}", {"a": a, "b": b, "ratio": r}))
     return out
 
 
-def extreme(claim: Claim, i: int, ctx: ClaimContext, tests: dict, family: int) -> list[Outcome]:
+def extreme_check(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
+    """`extreme` on a quantity identical over every variant's seeds: strictly beyond the best other, or not."""
     metric = ctx.metric(claim)
-    groups, why = ctx.values(metric)
-    if why:
-        return [Outcome(INCONCLUSIVE, why)]
+    groups, _ = ctx.values(metric)
     direction = ctx.direction(claim, metric)
     if direction is None:
         return [Outcome(INCONCLUSIVE, f"which way {metric} is extreme is not given; give the claim a direction")]
     word = "highest" if direction == "max" else "lowest"
-    sign = 1 if direction == "max" else -1
-    pairs = claim_pairs(claim, groups, direction)
     missing = [a for a in members(claim.a) if a not in groups]
     if missing:
         return [Outcome(INCONCLUSIVE, f"no {metric} for {', '.join(missing)}")]
+    pairs = claim_pairs(claim, groups, direction)
     if not pairs:
         return [Outcome(INCONCLUSIVE, "no other variant to compare with")]
     out = []
     for a, rival in pairs:
-        va, vr = groups[a], groups[rival]
-        gain = sign * (sum(va) / len(va) - sum(vr) / len(vr))
-        head = f"{word} {metric}: {pair_text(a, rival, va, vr)} (the best other variant)"
-        if hs.spread(va) == 0 and hs.spread(vr) == 0:  # a deterministic quantity: beyond or not
-            verdict = CONFIRMED if gain > 0 else CONTRADICTED
-            out.append(
-                Outcome(verdict, f"{head}; identical over seeds, so {'strictly beyond' if gain > 0 else 'not beyond'}")
-            )
-            continue
-        t = tests[(i, a, rival)]
-        sig = t.p_adjusted < ctx.alpha and not (t.raw and t.raw.reason)
-        caveat = ctx.invalid(a)
-        tail = f" (note: {caveat})" if caveat else ""
-        details = {"a": a, "rival": rival, "p_holm": t.p_adjusted}
-        if gain > 0 and sig:
-            out.append(
-                Outcome(
-                    CONFIRMED, f"{head}, significantly beyond it (Holm-adjusted {fmt_p(t.p_adjusted)}){tail}", details
-                )
-            )
-        elif gain <= 0 and sig:
-            out.append(
-                Outcome(
-                    CONTRADICTED,
-                    f"{head}: {rival} is significantly beyond {a} (Holm-adjusted {fmt_p(t.p_adjusted)})",
-                    details,
-                )
-            )
-        else:
-            where = "ranks first but" if gain > 0 else "does not rank first and"
-            out.append(
-                Outcome(INCONCLUSIVE, f"{head}: {a} {where} is {not_significant(t, family, ctx)}{tail}", details)
-            )
-    return out
-
-
-def chance_check(variant: str, metric: str, groups: dict[str, list[float]], ctx: ClaimContext) -> dict[str, Any]:
-    """The at-chance check of one variant on `metric`: the analysis's own for the headline metric."""
-    if metric == ctx.analysis["metric"]:
-        return ctx.checks(variant).get("at_chance") or {"flagged": None, "reason": "chance level unknown"}
-    if ctx.chance is None or "." in metric:
-        return {"flagged": None, "reason": f"chance level of {metric} unknown"}
-    ok = rn.ok_runs(ctx.by_variant.get(variant, []))
-    ch = ctx.chance(ok, metric)
-    if ch.level is None:
-        return {"flagged": None, "reason": ch.reason or f"chance level of {metric} unknown"}
-    stat = common.stat(groups[variant], metric)
-    direction = (
-        ctx.analysis["mode"] if metric == ctx.analysis.get("study_metric") else metric_direction(metric) or "max"
-    )
-    c = hs.at_chance(stat["mean"], ch.level, chance_noise(stat, ch, metric), mode=direction)  # type: ignore[arg-type]
-    return {**c.as_dict(), "chance": ch.level, "what": ch.what}
-
-
-def near_value(variant: str, metric: str, groups: dict[str, list[float]], level: float) -> dict[str, Any]:
-    """The at-chance check against a chance level the claim states (`value`, e.g. a discriminator's 0.5): the mean is
-    within the noise of it on either side. The noise is the analysis's: twice the seed std, and at least twice the
-    binomial standard error of a [0, 1] metric at that level on the test split's examples (else 1% of the level)."""
-    stat = common.stat(groups[variant], metric)
-    noise = chance_noise(stat, Chance(level), metric)
-    gap = abs(stat["mean"] - level)
-    near = gap <= noise
-    where = "within" if near else "not within"
-    reason = f"{stat['mean']:.4g} is {where} {noise:.3g} of the claimed chance level {level:g} (off by {gap:.3g})"
-    return {"flagged": near, "reason": reason, "chance": level, "what": "the claim's chance level"}
-
-
-def chance_or_trains(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
-    metric = ctx.metric(claim)
-    groups, why = ctx.values(metric)
-    if why:
-        return [Outcome(INCONCLUSIVE, why)]
-    want_chance = claim.kind == "chance"
-    out = []
-    for a in members(claim.a):
-        if a not in groups:
-            out.append(Outcome(INCONCLUSIVE, f"no finished run of {a} logged {metric}"))
-            continue
-        c = chance_check(a, metric, groups, ctx) if claim.value is None else near_value(a, metric, groups, claim.value)
-        if c["flagged"] is None:
-            out.append(Outcome(INCONCLUSIVE, f"{a}: {c['reason']}"))
-            continue
-        verdict = CONFIRMED if c["flagged"] == want_chance else CONTRADICTED
-        out.append(Outcome(verdict, f"{a} on {metric}: {c['reason']}", {"a": a, **c}))
-    return out
-
-
-def no_gain(claim: Claim, ctx: ClaimContext) -> list[Outcome]:
-    metric = ctx.metric(claim)
-    c = compared(claim, ctx, metric)
-    if isinstance(c, Outcome):
-        return [c]
-    groups, sign = c.groups, c.sign
-    out = []
-    for a, b in c.pairs:
-        if gap := missing(metric, groups, a, b):
-            out.append(gap)
-            continue
-        ci = hs.welch_difference_interval(groups[a], groups[b])
-        head = pair_text(a, b, groups[a], groups[b])
-        if ci is None:
-            why = hs.ONE_SEED if min(len(groups[a]), len(groups[b])) < 2 else hs.NO_SPREAD
-            out.append(Outcome(INCONCLUSIVE, f"{head}: no interval of the gain ({why})"))
-            continue
-        lo, hi = sorted((sign * ci[0], sign * ci[1]))  # the gain of a over b, better-is-positive
-        span = f"95% Welch interval of {a}'s gain [{fmt(lo)}, {fmt(hi)}], margin {claim.margin:g}"
-        details = {"a": a, "b": b, "gain_low": lo, "gain_high": hi, "margin": claim.margin}
-        why_not = ctx.invalid(a, b)
-        if hi < claim.margin and not why_not:
-            out.append(Outcome(CONFIRMED, f"{head}: {span}, entirely below the margin; runs valid", details))
-        elif lo > claim.margin:
-            out.append(Outcome(CONTRADICTED, f"{head}: {span}: {a} is better by more than the margin", details))
-        elif hi < claim.margin:
-            out.append(Outcome(INCONCLUSIVE, f"{head}: {span}, below the margin, but {why_not}", details))
-        else:
-            few = f"; {hs.FEW_SEEDS}" if min(len(groups[a]), len(groups[b])) <= 3 else ""
-            text = f"{head}: {span} reaches above the margin: absence of evidence, not evidence of no gain{few}"
-            out.append(Outcome(INCONCLUSIVE, text, details))
+        va, vr = groups[a], groups[rival]  # type: ignore[index]
+        beyond = sign_of(direction) * (va[0] - vr[0]) > 0
+        text = f"{word} {metric}: {pair_text(a, rival, va, vr)} (the best other variant); identical over seeds, so "  # type: ignore[arg-type]
+        text += "strictly beyond" if beyond else "not beyond"
+        out.append(Outcome(CONFIRMED if beyond else CONTRADICTED, text, "strictly beyond" if beyond else "not beyond"))
     return out
 
 
@@ -513,39 +437,44 @@ def evaluate_claims(
     *,
     chance: ChanceFn | None = None,
     alpha: float = ALPHA,
-) -> list[dict[str, Any]]:
-    """[{claim, kind, metric, verdict, reason, details}] for every claim, in the spec's order."""
-    ctx = ClaimContext(claims, runs, analysis, chance, alpha)
-    tests = family_tests(claims, ctx)
-    family = len(tests)
-    out = []
+    family: Family | None = None,
+) -> tuple[list[dict[str, Any]], Family]:
+    """([{claim, kind, type, metric, verdict, reason, brief, details}] in the spec's order, the closed family).
+
+    The family holds the headline comparisons of `analysis` and every claim's tests; `type` is "claim"
+    (inferential) or "check" (arithmetic: `ratio`, `extreme` on a quantity identical over seeds)."""
+    family = family or Family(alpha)
+    add_headline(family, analysis)
+    ctx = ClaimContext(runs, analysis, chance, family)
+    plans: list[list[Plan] | None | Outcome] = []
     for i, claim in enumerate(claims):
         unknown = unknown_variants(claim, ctx.variants)
         if unknown:
-            outcomes = [
-                Outcome(
-                    INCONCLUSIVE, f"no variant {', '.join(unknown)} in these runs (variants: {', '.join(ctx.variants)})"
-                )
-            ]
-        elif claim.kind == "better":
-            outcomes = better(claim, i, ctx, tests, family)
-        elif claim.kind == "ratio":
-            outcomes = ratio(claim, ctx)
-        elif claim.kind == "extreme":
-            outcomes = extreme(claim, i, ctx, tests, family)
-        elif claim.kind in ("chance", "trains"):
-            outcomes = chance_or_trains(claim, ctx)
+            text = f"no variant {', '.join(unknown)} in these runs (variants: {', '.join(ctx.variants)})"
+            plans.append(Outcome(INCONCLUSIVE, text))
         else:
-            outcomes = no_gain(claim, ctx)
-        verdict, reason = combine(outcomes)
+            plans.append(plan_claim(claim, i, ctx))
+    family.close()
+    out = []
+    for claim, plan in zip(claims, plans):
+        if isinstance(plan, Outcome):
+            outcomes, kind = [plan], "claim"
+        elif plan is None:
+            check: Callable[[Claim, ClaimContext], list[Outcome]] = ratio if claim.kind == "ratio" else extreme_check
+            outcomes, kind = check(claim, ctx), "check"
+        else:
+            outcomes, kind = [verdict_of(claim, p, ctx) for p in plan], "claim"
+        verdict, reason, brief = combine(outcomes)
         out.append(
             {
                 "claim": claim.claim,
                 "kind": claim.kind,
+                "type": kind,
                 "metric": ctx.metric(claim),
                 "verdict": verdict,
                 "reason": reason,
+                "brief": brief,
                 "details": [o.details for o in outcomes if o.details],
             }
         )
-    return out
+    return out, family

@@ -1,4 +1,4 @@
-"""The report as text: number formatting, the comparison table, the claims table and `summary.md`.
+"""The report as text: number formatting, the comparison table, the claims and checks tables and `summary.md`.
 
 The table rows are shared by summary.md, the index page (`pipeline.html`) and `pipeline show`. This module
 imports nothing of the project, so the index page does not load the statistics to print a table.
@@ -91,12 +91,46 @@ def table_rows(analysis: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def claim_rows(analysis: dict[str, Any]) -> list[dict[str, str]]:
-    """The study's claims with their verdicts, in the spec's order."""
+def claim_rows(analysis: dict[str, Any], which: str = "claims") -> list[dict[str, str]]:
+    """The study's inferential claims (`which="claims"`) or arithmetic checks (`"checks"`) with their verdicts, in
+    the spec's order."""
     return [
         {"claim": str(c["claim"]), "verdict": str(c["verdict"]), "reason": str(c["reason"])}
-        for c in analysis.get("claims") or []
+        for c in analysis.get(which) or []
     ]
+
+
+def verdict_counts(rows: list[dict[str, str]]) -> str:
+    """'2 confirmed, 0 contradicted, 1 inconclusive'."""
+    return ", ".join(f"{sum(r['verdict'] == v for r in rows)} {v}" for v in VERDICTS)
+
+
+def claims_markdown(analysis: dict[str, Any]) -> list[str]:
+    """The claims table (inferential, counted) and, apart, the arithmetic checks."""
+    lines: list[str] = []
+    claims, checks = claim_rows(analysis), claim_rows(analysis, "checks")
+    family = analysis.get("family") or {}
+    if claims:
+        lines += [
+            f"**Claims** (the study's expectations, each tested in the study's one family of {family.get('size', 0)} "
+            f"Holm-adjusted tests: {verdict_counts(claims)}):",
+            "",
+            "| claim | verdict | reason |",
+            "|---|---|---|",
+            *(f"| {_cell(c['claim'])} | **{c['verdict']}** | {_cell(c['reason'])} |" for c in claims),
+            "",
+        ]
+    if checks:
+        held = sum(c["verdict"] == "confirmed" for c in checks)
+        lines += [
+            f"**Checks** (arithmetic identities of the built models, not inference: {held} of {len(checks)} hold):",
+            "",
+            "| check | verdict | arithmetic |",
+            "|---|---|---|",
+            *(f"| {_cell(c['claim'])} | **{c['verdict']}** | {_cell(c['reason'])} |" for c in checks),
+            "",
+        ]
+    return lines
 
 
 def _cell(text: str) -> str:
@@ -116,7 +150,8 @@ def how_measured(analysis: dict[str, Any]) -> str:
 
 
 def summary_markdown(study: str, question: str, analysis: dict[str, Any], sweep: dict[str, Any]) -> str:
-    """`summary.md`: the question, the generated answer, the claims, the table, and the best run's confusion matrix."""
+    """`summary.md`: the question, the generated answer (the claims' verdicts, the headline, the detail), the claims
+    and checks tables, the table, and one run's confusion matrix."""
     metric = analysis["metric"]
     rows = table_rows(analysis)
     header = list(rows[0]) if rows else ["rank", "variant"]
@@ -125,19 +160,12 @@ def summary_markdown(study: str, question: str, analysis: dict[str, Any], sweep:
         "",
         f"**Question.** {question}",
         "",
-        f"**Answer (generated from the runs).** {analysis['answer']}",
+        "**Answer (generated from the runs).**",
+        "",
+        analysis["answer"],
         "",
     ]
-    claims = claim_rows(analysis)
-    if claims:
-        lines += [
-            "**Claims** (the study's expectations, each given a verdict by these runs):",
-            "",
-            "| claim | verdict | reason |",
-            "|---|---|---|",
-            *(f"| {_cell(c['claim'])} | **{c['verdict']}** | {_cell(c['reason'])} |" for c in claims),
-            "",
-        ]
+    lines += claims_markdown(analysis)
     study_metric = analysis.get("study_metric", metric)
     lines += [
         f"Profile `{sweep.get('profile')}`, seeds {sweep.get('seeds')}; headline metric `{metric}` "
@@ -154,7 +182,8 @@ def summary_markdown(study: str, question: str, analysis: dict[str, Any], sweep:
     conf = analysis.get("confusion") or {}
     if "accuracy" in conf:
         lines += [
-            f"Confusion matrix: the best run ({conf['variant']}, seed {conf['seed']}, run `{conf['run_id']}`) "
+            f"Confusion matrix of one run ({conf['variant']}, the variant with the highest mean; its seed "
+            f"{conf['seed']} with the highest validation score, run `{conf['run_id']}`) "
             f"re-evaluated on the test split: accuracy {conf['accuracy']:.4g} on {conf['n']} samples"
             + (
                 f"; most frequent error: true {conf['top_error'][0]} predicted as {conf['top_error'][1]} "

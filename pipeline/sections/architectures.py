@@ -1,6 +1,7 @@
-"""CNN-architectures study: accuracy, parameters, FLOPs per sample and training throughput per architecture,
-the Pareto fronts of accuracy against each cost, and what each family pays in weights to see a 5x5 field (VGG's
-point: two stacked 3x3 convolutions see what one 5x5 sees, with 18 weights per channel pair instead of 25)."""
+"""CNN-architectures study: accuracy, parameters, FLOPs per sample and training throughput per architecture, and
+what each family pays in weights to see a 5x5 field (VGG's point: two stacked 3x3 convolutions see what one 5x5
+sees, with 18 weights per channel pair instead of 25). The section describes; which accuracies differ is the study's
+one test family's to say."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from torch import nn
 from pipeline import plots
 from pipeline.runs import Run, by_variant, final, ok_runs, series
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import per_untrained_model, stat
-from pipeline.text import join
+from pipeline.sections.common import DESCRIBED, decided_by, describe, per_untrained_model, sizes, stat, which
 
 COSTS = ("n_params", "flops_per_sample")
 FIELD = 5  # the receptive field compared: one 5x5 filter (LeNet, AlexNet) or two stacked 3x3 (VGG, ResNet)
@@ -24,18 +24,6 @@ def _steady_throughput(run: Run) -> float | None:
     vals = series(run, "samples_per_s")
     vals = vals[1:] if len(vals) > 1 else vals
     return float(np.median(vals)) if vals else None
-
-
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names not dominated by another point with cost <= and accuracy >= (one of them strictly)."""
-    front = []
-    for name, (cost, acc) in points.items():
-        dominated = any(
-            c2 <= cost and a2 >= acc and (c2 < cost or a2 > acc) for n2, (c2, a2) in points.items() if n2 != name
-        )
-        if not dominated:
-            front.append(name)
-    return sorted(front, key=lambda n: points[n][0])
 
 
 def architecture_rows(runs: list[Run], metric: str) -> dict[str, dict[str, Any]]:
@@ -49,34 +37,25 @@ def architecture_rows(runs: list[Run], metric: str) -> dict[str, dict[str, Any]]
     return rows
 
 
-def architecture_sentences(rows: dict[str, dict[str, Any]], metric: str) -> list[str]:
-    """The cost table in words, the Pareto front against FLOPs and against parameters, and the speed ratio."""
-    have = {v: r for v, r in rows.items() if all("mean" in r[k] for k in (metric, "n_params", "flops_per_sample"))}
+def architecture_sentence(rows: dict[str, dict[str, Any]], metric: str) -> str:
+    """Each architecture's accuracy beside its costs, in words; no ranking (the study's one family compares)."""
+    have = {v: r for v, r in rows.items() if "mean" in r[metric]}
     if not have:
-        return ["No architecture has both an accuracy and a cost to compare."]
-    out = [
-        "Per architecture ("
-        + metric
-        + ", parameters, forward MFLOPs per sample, training samples/s): "
+        return f"No architecture reported {metric}."
+
+    def cost(r: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
+        return format(r[key]["mean"] / scale, fmt) if "mean" in r[key] else "n/a"
+
+    return (
+        f"Per architecture, {which(metric)} ({DESCRIBED}), parameters, forward MFLOPs per sample and training "
+        "samples/s (median epoch after the first): "
         + "; ".join(
-            f"{v} {r[metric]['mean']:.3f}, {r['n_params']['mean']:,.0f}, {r['flops_per_sample']['mean'] / 1e6:.2f}, "
-            + (f"{r['samples_per_s']['mean']:,.0f}" if "mean" in r["samples_per_s"] else "n/a")
+            f"{v} {describe(r[metric])}, {cost(r, 'n_params', ',.0f')} parameters, "
+            f"{cost(r, 'flops_per_sample', '.2f', 1e6)} MFLOPs, {cost(r, 'samples_per_s', ',.0f')} samples/s"
             for v, r in have.items()
         )
         + "."
-    ]
-    for cost, label in (("flops_per_sample", "FLOPs"), ("n_params", "parameters")):
-        front = pareto_front({v: (r[cost]["mean"], r[metric]["mean"]) for v, r in have.items()})
-        dominated = [v for v in have if v not in front]
-        out.append(
-            f"On {metric} against {label} the Pareto front is {join(front)}"
-            + (f"; {join(dominated)} {'is' if len(dominated) == 1 else 'are'} dominated." if dominated else ".")
-        )
-    speed = {v: r["samples_per_s"]["mean"] for v, r in have.items() if "mean" in r["samples_per_s"]}
-    if len(speed) > 1:
-        fast, slow = max(speed, key=speed.get), min(speed, key=speed.get)
-        out.append(f"{fast} trains {speed[fast] / speed[slow]:.1f}× as many samples per second as {slow}.")
-    return out
+    )
 
 
 def weights_to_reach(model: nn.Module, field: int = FIELD) -> float | None:
@@ -106,24 +85,26 @@ def field_sentence(weights: dict[str, list[float]]) -> str | None:
         return None
     per = {v: x[0] for v, x in weights.items()}
     text = f"Weights per input-output channel pair to see a {FIELD}x{FIELD} field: " + ", ".join(
-        f"{v} {w:g}" for v, w in sorted(per.items(), key=lambda kv: kv[1])
+        f"{v} {w:g}" for v, w in per.items()
     )
-    if "vgg" in per and "lenet" in per:
+    if "vgg" in per and "lenet" in per:  # an identity of the two designs, counted, not a measurement over seeds
         text += (
-            f"; VGG's two stacked 3x3 convolutions need {per['vgg'] / per['lenet']:.2f}× the weights of LeNet's one "
-            f"{FIELD}x{FIELD} (and add a nonlinearity between them)"
+            f"; VGG's two stacked 3x3 convolutions use {per['vgg']:g}/{per['lenet']:g} = "
+            f"{per['vgg'] / per['lenet']:.2f} of the weights of LeNet's one {FIELD}x{FIELD} (and add a nonlinearity "
+            "between them)"
         )
     return text + "."
 
 
 @register_section("architectures")
 def architectures(ctx: Context) -> Result:
-    """Accuracy, parameters, FLOPs per sample and training throughput per architecture, and the Pareto fronts."""
+    """Accuracy, parameters, FLOPs per sample and training throughput per architecture, and the 5x5-field weights."""
     res = Result()
     metric = ctx.analysis["metric"]
     rows = architecture_rows(ok_runs(ctx.runs), metric)
     res.tables["architectures"] = rows
-    res.sentences += architecture_sentences(rows, metric)
+    res.sentences.append(architecture_sentence(rows, metric))
+    res.sentences += [s for s in (sizes(ctx, counts=False), decided_by(ctx, metric, "throughput")) if s]
     weights = field_weights(ctx)
     if (text := field_sentence(weights)) is not None:
         res.sentences.append(text)

@@ -1,25 +1,27 @@
-"""Depth-and-width study: accuracy against parameters and depth per width, and the train−val gap of the best
-checkpoint (overfitting)."""
+"""Depth-and-width study: per depth and width, the accuracy (the report's metric) with the parameter count, and the
+train−val gap of the best checkpoint (overfitting). It describes each configuration; which ones differ is the
+study's one test family's to say."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from pipeline import plots
 from pipeline.config import TrialConfig
 from pipeline.runs import final, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import ACCURACY_GAP, clean_fit, logged_config, ms, stat
-
-
-def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    return float(spearmanr(x, y).statistic)
+from pipeline.sections.common import (
+    ACCURACY_GAP,
+    DESCRIBED,
+    clean_fit,
+    decided_by,
+    describe,
+    logged_config,
+    stat,
+    which,
+)
 
 
 def depth_width(cfg: TrialConfig) -> tuple[int, int] | None:
@@ -30,12 +32,12 @@ def depth_width(cfg: TrialConfig) -> tuple[int, int] | None:
     return len(hidden), int(hidden[0])
 
 
-def capacity_rows(records: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
-    """Records {depth, width, n_params, val_accuracy, gap?} per run -> per (depth, width) statistics."""
+def capacity_rows(records: list[dict[str, Any]], metric: str) -> dict[tuple[int, int], dict[str, Any]]:
+    """Records {depth, width, n_params, <metric>, gap?, train_accuracy?} per run -> per (depth, width) statistics."""
     acc: dict[tuple[int, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
         cell = acc[(rec["depth"], rec["width"])]
-        for k in ("n_params", "val_accuracy", "gap", "train_accuracy"):
+        for k in ("n_params", metric, "gap", "train_accuracy"):
             if rec.get(k) is not None:
                 cell[k].append(rec[k])
     return {
@@ -44,42 +46,25 @@ def capacity_rows(records: list[dict[str, Any]]) -> dict[tuple[int, int], dict[s
     }
 
 
-def capacity_sentences(rows: dict[tuple[int, int], dict[str, Any]]) -> list[str]:
-    """The best configuration, the best depth per width, and how accuracy and gap follow parameter count."""
-    out = []
-    best = max(rows, key=lambda k: rows[k]["val_accuracy"].get("mean", -1))
-    b = rows[best]
-    out.append(
-        f"The most accurate MLP is depth {best[0]} × width {best[1]} (val accuracy {ms(b['val_accuracy'])}, "
-        f"{b['n_params']['mean']:,.0f} parameters)."
-    )
+def capacity_sentences(rows: dict[tuple[int, int], dict[str, Any]], metric: str) -> list[str]:
+    """Per width, each depth's accuracy (with its parameter count) and train−val gap; no ranking (the study's one
+    family compares)."""
     widths = sorted({w for _, w in rows})
-    parts, best_depth = [], {}
-    for w in widths:
-        by_d = sorted((d, rows[(d, ww)]["val_accuracy"]["mean"]) for d, ww in rows if ww == w)
-        parts.append(f"width {w}: " + " → ".join(f"{a:.3f}" for _, a in by_d))
-        best_depth[w] = max(by_d, key=lambda t: t[1])[0]
-    depths = sorted({d for d, _ in rows})
-    out.append(
-        f"Val accuracy by depth {', '.join(map(str, depths))}: {'; '.join(parts)}; the best depth is "
-        + ", ".join(f"{best_depth[w]} at width {w}" for w in widths)
-        + "."
-    )
-    params = [rows[k]["n_params"]["mean"] for k in rows]
-    accs = [rows[k]["val_accuracy"]["mean"] for k in rows]
-    rho = _spearman(params, accs)
-    if rho is not None:
-        out.append(
-            f"Across the {len(rows)} configurations, Spearman's ρ between parameter count and accuracy is {rho:+.2f}."
+
+    def cell(d: int, row: dict[str, Any], key: str) -> str:
+        size = f" ({row['n_params']['mean']:,.0f} parameters)" if key == metric and "mean" in row["n_params"] else ""
+        return f"depth {d}{size} {describe(row.get(key, {}))}"
+
+    def by_width(key: str) -> str:
+        return "; ".join(
+            f"width {w}: " + ", ".join(cell(d, rows[(d, ww)], key) for d, ww in sorted(rows) if ww == w) for w in widths
         )
-    gaps = {k: rows[k]["gap"]["mean"] for k in rows if "mean" in rows[k].get("gap", {})}
-    if len(gaps) >= 3:
-        rho_g = _spearman([rows[k]["n_params"]["mean"] for k in gaps], list(gaps.values()))
-        hi, lo = max(gaps, key=gaps.get), min(gaps, key=gaps.get)
+
+    out = [f"Per configuration, {which(metric)} ({DESCRIBED}): {by_width(metric)}."]
+    if any("mean" in row.get("gap", {}) for row in rows.values()):
         out.append(
-            f"The train−val accuracy gap (best checkpoint re-evaluated on its training samples) ranges from "
-            f"{gaps[lo]:.3f} at depth {lo[0]} × width {lo[1]} to {gaps[hi]:.3f} at depth {hi[0]} × width {hi[1]}"
-            + (f"; Spearman's ρ between parameters and gap is {rho_g:+.2f}." if rho_g is not None else ".")
+            "The train−val accuracy gap of the best-validation checkpoint (re-evaluated on its clean training "
+            f"samples): {by_width('gap')}."
         )
     return out
 
@@ -88,6 +73,7 @@ def capacity_sentences(rows: dict[tuple[int, int], dict[str, Any]]) -> list[str]
 def capacity(ctx: Context) -> Result:
     """Accuracy against parameters and depth per width, and the train−val gap (overfitting)."""
     res = Result()
+    metric = ctx.analysis["metric"]
     load = ctx.loader
     records = []
     for r in ok_runs(ctx.runs):
@@ -99,7 +85,7 @@ def capacity(ctx: Context) -> Result:
             "depth": dw[0],
             "width": dw[1],
             "n_params": final(r, "n_params"),
-            "val_accuracy": final(r, "val_accuracy"),
+            metric: final(r, metric),
         }
         trained = load(r)
         if trained is not None:
@@ -109,9 +95,10 @@ def capacity(ctx: Context) -> Result:
     if not records:
         res.sentences.append("No finished run with equal-width hidden layers to compare.")
         return res
-    rows = capacity_rows(records)
+    rows = capacity_rows(records, metric)
     res.tables["grid"] = {f"depth={d},width={w}": row for (d, w), row in rows.items()}
-    res.sentences += capacity_sentences(rows)
+    res.sentences += capacity_sentences(rows, metric)
+    res.sentences.append(decided_by(ctx, metric, "the train−val gap"))
     if load.problem:
         res.sentences.append(f"The train−val gap was not measured: {load.problem}.")
     fig = ctx.out_dir / "figures"
@@ -126,19 +113,19 @@ def capacity(ctx: Context) -> Result:
     params = lambda c: rows[c]["n_params"]["mean"]
     res.figures.append(
         plots.series_xy(
-            {k: points(cells, lambda c: c[0], "val_accuracy") for k, cells in by_width.items()},
+            {k: points(cells, lambda c: c[0], metric) for k, cells in by_width.items()},
             fig / "accuracy_vs_depth.png",
             "hidden layers",
-            "val accuracy (last epoch)",
+            which(metric),
             f"{ctx.study}: accuracy vs depth per width",
         )
     )
     res.figures.append(
         plots.series_xy(
-            {k: points(cells, params, "val_accuracy") for k, cells in by_depth.items()},
+            {k: points(cells, params, metric) for k, cells in by_depth.items()},
             fig / "accuracy_vs_params_by_depth.png",
             "parameters",
-            "val accuracy (last epoch)",
+            which(metric),
             f"{ctx.study}: accuracy vs parameters per depth",
             logx=True,
         )

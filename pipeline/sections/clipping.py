@@ -16,7 +16,7 @@ from pipeline import plots
 from pipeline.config import TrialConfig
 from pipeline.runs import Run, by_variant, final, is_ok, series, variant
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import logged_config, ms, stat
+from pipeline.sections.common import DESCRIBED, decided_by, describe, logged_config, ms, stat, which
 from pipeline.text import join
 
 
@@ -66,8 +66,9 @@ def clipping_rows(runs: list[Run], metric: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def clipping_sentences(rows: dict[str, dict[str, Any]], metric: str, mode: str) -> list[str]:
-    """Divergences per threshold, the final metric with the loss rises, and where the threshold is active."""
+def clipping_sentences(rows: dict[str, dict[str, Any]], metric: str) -> list[str]:
+    """Divergences per threshold, the metric with the loss rises, and where the threshold is active; no ranking
+    (the study's one family compares)."""
     total = sum(r["diverged"] for r in rows.values())
     order = sorted(rows.values(), key=lambda r: (-(r["lr"] or 0), r["grad_clip"] is not None, -(r["grad_clip"] or 0)))
     out = [
@@ -76,10 +77,11 @@ def clipping_sentences(rows: dict[str, dict[str, Any]], metric: str, mode: str) 
         + "."
     ]
     out.append(
-        f"Final {metric}: "
+        f"Per setting, {which(metric)} ({DESCRIBED}), with the training loss at the last epoch and the number of "
+        "epochs whose training loss rose (mean ± std over the same seeds): "
         + "; ".join(
-            f"{r['label']} {ms(r[metric])} (final training loss {ms(r['final_train_loss'], 2)}, rose in "
-            f"{ms(r['loss_rises'], 1)} epochs)"
+            f"{r['label']} {describe(r[metric])}, final training loss {ms(r['final_train_loss'], 2)}, rose in "
+            f"{ms(r['loss_rises'], 1)} epochs"
             for r in order
         )
         + "."
@@ -89,9 +91,10 @@ def clipping_sentences(rows: dict[str, dict[str, Any]], metric: str, mode: str) 
     ]
     if active:
         out.append(
-            f"At {join([r['label'] for r in active])} the threshold lies below the mean pre-clip gradient norm "
-            f"({join([format(r['mean_preclip_grad_norm']['mean'], '.2f') for r in active])}), so most steps are "
-            "rescaled: clipping there acts as a smaller effective step size as well as a guard against spikes."
+            f"At {join([r['label'] for r in active])} the mean pre-clip gradient norm "
+            f"({join([format(r['mean_preclip_grad_norm']['mean'], '.2f') for r in active])}) exceeds the threshold, "
+            "so most steps are rescaled: clipping there acts as a smaller effective step size as well as a guard "
+            "against spikes."
         )
     return out
 
@@ -100,7 +103,7 @@ def clipping_sentences(rows: dict[str, dict[str, Any]], metric: str, mode: str) 
 def clipping(ctx: Context) -> Result:
     """Loss curves, pre-clip gradient-norm traces and divergence counts per clipping threshold."""
     res = Result()
-    metric, mode = ctx.analysis["metric"], ctx.analysis["mode"]
+    metric = ctx.analysis["metric"]
     rows = clipping_rows(ctx.runs, metric)
     if not rows:
         res.sentences.append("No run to compare.")
@@ -110,7 +113,8 @@ def clipping(ctx: Context) -> Result:
         "final_train_loss": {v: r["final_train_loss"]["values"] for v, r in rows.items()},
         "loss_rises": {v: r["loss_rises"]["values"] for v, r in rows.items()},
     }
-    res.sentences += clipping_sentences(rows, metric, mode)
+    res.sentences += clipping_sentences(rows, metric)
+    res.sentences.append(decided_by(ctx, metric, "final_train_loss", "loss_rises"))
     fig = ctx.out_dir / "figures"
     for key, name in (("train_loss", "loss_traces.png"), ("train_grad_norm", "grad_norm_traces.png")):
         # every run, diverged ones included (up to their last finite epoch): instability is the point

@@ -1,6 +1,10 @@
 """Helpers shared by several report sections: the text of a generated sentence, a run's logged config, the
 clean re-evaluation of a best checkpoint, and statistics over seeds.
 
+A section describes: each variant's values (`describe`: mean ± std [95% interval] (n)), which number of a run it
+shows (`which`), the sizes where they differ (`sizes`), and which test decides a difference (`decided_by`). It never
+ranks or tests variants itself: a pair is tested once, in the study's one family (`pipeline.report`).
+
 `stat` is the one summary of a metric over seeds that a reader sees, here and in the generic report above this
 layer (`pipeline.report` imports it): `honest_stats.summarize` inside the range the metric's name gives it
 (`plots.metric_bounds`), because this is the lowest layer that sees both leaves."""
@@ -21,9 +25,9 @@ from pipeline import honest_stats as hs
 from pipeline import tracking
 from pipeline.config import TrialConfig
 from pipeline.plots import Bounds, metric_bounds
-from pipeline.runs import Run, by_variant, ok_runs, unflatten
+from pipeline.runs import Run, by_variant, ok_runs, per_variant, unflatten
 from pipeline.sections.base import Context
-from pipeline.text import fmt_p, join
+from pipeline.text import join
 from pipeline.train import evaluate
 from pipeline.trained import Trained
 
@@ -59,9 +63,60 @@ def ms(s: dict[str, Any], digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
-def verb(subjects: Sequence[str], singular: str) -> str:
-    """'raises' for one subject, 'raise' for several."""
-    return singular if len(subjects) == 1 else singular[:-1]
+def describe(s: dict[str, Any], digits: int = 3) -> str:
+    """A `stat` as a section states one variant's value: 'mean ± std [95% interval of the mean] (n=k)', the
+    interval left out where there is none (one seed, or seeds that agree exactly)."""
+    if "mean" not in s:
+        return "n/a"
+    text = ms(s, digits)
+    if s.get("ci_low") is not None and s.get("ci_high") is not None and s["ci_low"] < s["ci_high"]:
+        text += f" [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
+    return f"{text} (n={s['n']})"
+
+
+# How `describe` writes a value, said once in the sentence that uses it.
+DESCRIBED = "mean ± std over seeds [95% interval of the mean] (n = seeds)"
+
+
+def which(metric: str) -> str:
+    """Which number of a run `metric` is, as `runs.final` reads it: a test metric comes from the best-validation
+    checkpoint, a per-epoch one from the last epoch."""
+    if metric.startswith("test_"):
+        return f"{metric} of each run's best-validation checkpoint"
+    if metric.startswith(("train_", "val_")):
+        return f"{metric} at each run's last epoch"
+    return metric
+
+
+def decided_by(ctx: Context, *quantities: str) -> str:
+    """The sentence that closes a section's values: sections describe, and only the study's one test family
+    compares (the headline's pairs and the claims, `pipeline.report`). `quantities`: what the section stated."""
+    headline = ctx.analysis["metric"]
+    others = [q for q in quantities if q != headline]
+    parts = []
+    if headline in quantities:
+        parts.append(
+            f"whether the variants differ on {headline} is decided once, by the study's one family of tests (see "
+            "Comparisons and Claims)"
+        )
+    if others:
+        parts.append(
+            f"a difference between variants on {join(others)} is tested only where one of the study's claims names "
+            "it (see Claims)"
+        )
+    text = "; ".join(parts) or "these values describe the runs"
+    return text[0].upper() + text[1:] + "."
+
+
+def sizes(ctx: Context, *, counts: bool = True) -> str | None:
+    """The variants' parameter counts when they differ, said beside any cross-variant reading of a section's
+    values: a comparison of models of different size is not one at matched parameters. None when they agree.
+    `counts=False` where the section's own sentence already gives them."""
+    n = {v: vals[0] for v, vals in per_variant(ctx.runs, "n_params").items() if vals}
+    if len(set(n.values())) < 2:
+        return None
+    listed = " (" + ", ".join(f"{v} {k:,.0f}" for v, k in n.items()) + " parameters)" if counts else ""
+    return f"The variants differ in size{listed}, so a difference between them is not one at matched parameters."
 
 
 # --------------------------------------------------------------------------- runs and models
@@ -105,45 +160,6 @@ def log_artifact(ctx: Context, run: Run, path: Path, artifact_path: str | None =
 
 
 # --------------------------------------------------------------------------- statistics over variants
-
-
-def ranked_variants(ctx: Context) -> list[str]:
-    """Variants best first, by the study's own ranking."""
-    return sorted(ctx.analysis["variants"], key=lambda v: ctx.analysis["variants"][v].get("rank", 1e9))
-
-
-def comparison(groups: dict[str, list[float]], metric: str, mode: str) -> tuple[str, dict[str, Any]]:
-    """A generated sentence ranking the variants on `metric`, and the table behind it (each variant's `stat`, its
-    rank and its Holm-adjusted p against the first). Pairs are tested as the report's headline is (Welch's t-test,
-    Holm-adjusted over every pair), so a section never calls a difference significant that the headline would not."""
-    if not groups:
-        return f"No finished run reported {metric}.", {}
-    sign = 1 if mode == "max" else -1
-    means = {v: sum(x) / len(x) for v, x in groups.items()}
-    order = sorted(groups, key=lambda v: (-sign * means[v], v))
-    best = order[0]
-    tests = {frozenset((t.a, t.b)): t for t in hs.holm_all_pairs(groups)} if len(groups) > 1 else {}
-    table = {
-        v: {
-            **stat(groups[v], metric),
-            "rank": rank,
-            "p_vs_best": None if v == best else tests[frozenset((v, best))].p_value,
-        }
-        for rank, v in enumerate(order, start=1)
-    }
-    head = f"On {metric}, {best} ranks first ({ms(table[best])}, n={len(groups[best])})"
-    if len(order) == 1:
-        return head + "; there is nothing to compare it with.", table
-    beaten = [v for v in order[1:] if tests[frozenset((v, best))].significant]
-    tied = [v for v in order[1:] if v not in beaten]
-    clauses = []
-    if beaten:
-        ps = [f"{v} (Holm-adjusted {fmt_p(tests[frozenset((v, best))].p_value)})" for v in beaten]
-        clauses.append(f"it is significantly {'higher' if mode == 'max' else 'lower'} than {join(ps)}")
-    if tied:
-        clauses.append(f"it cannot be told apart from {join(tied)} with these seeds")
-    method = next(iter(tests.values())).method
-    return f"{head}; {'; '.join(clauses)} ({method}).", table
 
 
 def bar_stats(groups: dict[str, list[float]], metric: str) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,16 @@ from typing import Any
 from pipeline import plots
 from pipeline.runs import by_variant, ok_runs, series
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import FRACTION, clean_fit, logged_config, ms, single_thread, stat
+from pipeline.sections.common import (
+    DESCRIBED,
+    FRACTION,
+    clean_fit,
+    decided_by,
+    describe,
+    logged_config,
+    single_thread,
+    stat,
+)
 
 
 def conv_layers(options: dict[str, Any]) -> int:
@@ -38,25 +47,23 @@ def depth_rows(fits: dict[str, list[dict[str, float]]], shapes: dict[str, tuple[
 
 
 def degradation_sentences(rows: dict[str, dict]) -> list[str]:
-    """Training error per depth for the plain and the residual networks, and whether depth degraded each."""
-    out = []
+    """Training error per depth for the plain and the residual networks; no comparison (the claims test depth)."""
+    parts = []
     for residual, kind in ((False, "plain"), (True, "residual")):
         same = sorted(
             (r["layers"], v) for v, r in rows.items() if r["residual"] == residual and "mean" in r["train_error"]
         )
-        if not same:
-            continue
-        parts = [f"{layers} layers {ms(rows[v]['train_error'], 4)}" for layers, v in same]
-        text = f"Training error of the best checkpoint on its training samples, {kind}: " + ", ".join(parts)
-        if len(same) > 1:
-            (lo, v_lo), (hi, v_hi) = same[0], same[-1]
-            d = rows[v_hi]["train_error"]["mean"] - rows[v_lo]["train_error"]["mean"]
-            text += (
-                f"; the {hi}-layer {kind} network ends {abs(d):.4f} {'above' if d > 0 else 'below'} the {lo}-layer one"
-                + (" (degradation: deeper, yet a worse fit of the training data)" if d > 0 else "")
+        if same:
+            parts.append(
+                f"{kind}, " + ", ".join(f"{layers} layers {describe(rows[v]['train_error'], 4)}" for layers, v in same)
             )
-        out.append(text + ".")
-    return out
+    if not parts:
+        return []
+    return [
+        f"Clean training error of the best-validation checkpoint on its training samples ({DESCRIBED}): "
+        + "; ".join(parts)
+        + "."
+    ]
 
 
 @register_section("degradation")
@@ -92,6 +99,7 @@ def degradation(ctx: Context) -> Result:
         "val_error": {v: [1 - f["val_accuracy"] for f in fs] for v, fs in fits.items()},
     }
     res.sentences += degradation_sentences(rows)
+    res.sentences.append(decided_by(ctx, "train_error"))
     res.figures.append(
         plots.curves_with_band(
             dict(curves),

@@ -13,7 +13,15 @@ import torch
 
 from pipeline.runs import by_variant, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import FRACTION, log_artifact, ms, ranked_variants, single_thread, stat
+from pipeline.sections.common import (
+    DESCRIBED,
+    FRACTION,
+    decided_by,
+    describe,
+    log_artifact,
+    single_thread,
+    stat,
+)
 
 PROBES = ("dog", "good", "bad", "loves", "quickly", "not", "king", "love", "the")
 K = 5
@@ -99,7 +107,7 @@ def embedding_neighbours(ctx: Context) -> Result:
         "still the initial one was not learned.",
         "",
     ]
-    for variant in [v for v in ranked_variants(ctx) if v in runs]:
+    for variant in runs:
         for i, run in enumerate(runs[variant]):
             trained = ctx.loader.load(run)
             data, cfg = trained.data, trained.config
@@ -127,23 +135,27 @@ def embedding_neighbours(ctx: Context) -> Result:
                 log_artifact(ctx, run, run_md)
     (ctx.out_dir / "tables").mkdir(parents=True, exist_ok=True)
     (ctx.out_dir / "tables" / "embedding_neighbours.md").write_text("\n".join(md))
-    best = next(iter(result))
-    shown = list(result[best]["neighbours"].items())[:3]
-    initial = result[best]["initial"]
+    # one variant's lists in the text (all of them are in the table): the headline table's first, as an example
+    rank = {v: row.get("rank") or 1e9 for v, row in ctx.analysis["variants"].items()}
+    shown_variant = min(result, key=lambda v: rank.get(v, 1e9))
+    shown = list(result[shown_variant]["neighbours"].items())[:3]
+    initial = result[shown_variant]["initial"]
     drift = {v: stat(x, "embedding_drift", (0.0, 2.0)) for v, x in values["embedding_drift"].items()}  # 1 - cos
     overlap = {v: stat(x, "neighbour_overlap", FRACTION) for v, x in values["neighbour_overlap"].items()}
     sentences = [
-        f"Nearest neighbours in the trained embedding of {best}: "
+        f"Nearest neighbours in the trained embedding of {shown_variant} (seed {result[shown_variant]['seed']}): "
         + "; ".join(
             f"{w} → {', '.join(t for t, _ in ns[:3])} (at initialization: "
             f"{', '.join(t for t, _ in initial.get(w, [])[:3])})"
             for w, ns in shown
         )
         + " (all variants: tables/embedding_neighbours.md).",
-        "Training moved the embeddings by a mean cosine distance from their initial vectors of "
-        + ", ".join(f"{v} {ms(s)}" for v, s in drift.items())
-        + f"; the share of each probe word's top-{K} neighbours that were already its neighbours at initialization: "
-        + ", ".join(f"{v} {ms(s, 2)}" for v, s in overlap.items())
-        + ".",
+        f"How far training moved each variant's embedding ({DESCRIBED}): the mean cosine distance of the word vectors "
+        "from their initial ones, "
+        + ", ".join(f"{v} {describe(s)}" for v, s in drift.items())
+        + f"; the share of each probe word's top-{K} neighbours that were already its neighbours at initialization, "
+        + ", ".join(f"{v} {describe(s, 2)}" for v, s in overlap.items())
+        + ". "
+        + decided_by(ctx, "embedding_drift", "neighbour_overlap"),
     ]
     return Result(sentences, [], {"neighbours": result, "values": values})

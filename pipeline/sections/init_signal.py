@@ -10,7 +10,7 @@ import numpy as np
 from pipeline import plots
 from pipeline.runs import Run, at_epoch, by_variant, natural_key, ok_runs, variant
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import ms, stat
+from pipeline.sections.common import DESCRIBED, decided_by, describe, stat
 
 
 def init_profiles(runs: list[Run], prefix: str) -> dict[str, dict[str, float]]:
@@ -36,7 +36,7 @@ def signal_ratio(profile: dict[str, float]) -> float | None:
 
 def _ratio_word(r: float) -> str:
     """How a signal changes from the first layer to the last, in words (thresholds on last/first)."""
-    for bound, word in ((1e-2, "vanishes"), (0.5, "shrinks"), (2.0, "is preserved"), (100.0, "grows")):
+    for bound, word in ((1e-2, "vanishes"), (0.5, "decays"), (2.0, "is preserved"), (100.0, "grows")):
         if r < bound:
             return word
     return "explodes"
@@ -53,12 +53,13 @@ def init_signal(ctx: Context) -> Result:
         for v, rs in by_v.items()
     }
     res.tables["first_epoch"] = first
-    ranked = sorted((row["val_loss_epoch1"]["mean"], v) for v, row in first.items() if "mean" in row["val_loss_epoch1"])
-    if ranked:
+    have = [v for v, row in first.items() if "mean" in row["val_loss_epoch1"]]
+    if have:
         res.sentences.append(
-            "Validation loss after the first epoch: "
-            + ", ".join(f"{v} {ms(first[v]['val_loss_epoch1'])}" for _, v in ranked)
-            + "."
+            f"Validation loss after the first epoch ({DESCRIBED}): "
+            + ", ".join(f"{v} {describe(first[v]['val_loss_epoch1'])}" for v in have)
+            + ". "
+            + decided_by(ctx, "the first epoch's validation loss")
         )
     acts, grads = init_profiles(runs, "init_act_std/"), init_profiles(runs, "init_grad_std/")
     res.tables["step0_act_std"], res.tables["step0_grad_std"] = acts, grads
@@ -76,7 +77,9 @@ def init_signal(ctx: Context) -> Result:
             text += f", first-layer gradient std {1 / rg:.2g}× the last layer's"
         parts.append(text)
     res.sentences.append(
-        "At step 0 the activation std from the first to the last activation layer goes: " + "; ".join(parts) + "."
+        "At step 0 (seeds averaged) the activation std from the first to the last activation layer goes: "
+        + "; ".join(parts)
+        + "."
     )
     fig = ctx.out_dir / "figures"
     res.figures.append(

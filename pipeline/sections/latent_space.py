@@ -16,7 +16,7 @@ import torch
 from pipeline import plots
 from pipeline.runs import by_variant, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import NON_NEGATIVE, ms, ranked_variants, single_thread, stat
+from pipeline.sections.common import DESCRIBED, NON_NEGATIVE, decided_by, describe, single_thread, stat
 
 
 def _pca2(z: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -56,7 +56,7 @@ def latent_space(ctx: Context) -> Result:
     runs = by_variant(ok_runs(ctx.runs))
     panels, kept = {}, {}
     code_kl: dict[str, list[float]] = {}
-    for variant in [v for v in ranked_variants(ctx) if v in runs]:
+    for variant in runs:
         for i, run in enumerate(runs[variant]):
             trained = ctx.loader.load(run)
             model, data = trained.model, trained.data
@@ -76,8 +76,9 @@ def latent_space(ctx: Context) -> Result:
     fig = plots.latent_scatter(panels, ctx.out_dir / "figures" / "latent_space.png", f"{ctx.study}: test codes")
     sentence = (
         "Distance of the test codes from the prior N(0, I), KL of a Gaussian fitted to them (the VAE's aggregate "
-        "posterior) in nats: "
-        + ", ".join(f"{v} {ms(stat(x, 'code_kl', NON_NEGATIVE), 2)}" for v, x in code_kl.items())
-        + "."
+        f"posterior) in nats ({DESCRIBED}): "
+        + ", ".join(f"{v} {describe(stat(x, 'code_kl', NON_NEGATIVE), 2)}" for v, x in code_kl.items())
+        + ". "
+        + decided_by(ctx, "code_kl")
     )
     return Result([sentence], [fig], {"pca_variance_kept": kept, "code_kl": code_kl, "values": {"code_kl": code_kl}})

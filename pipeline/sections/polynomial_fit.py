@@ -1,5 +1,6 @@
-"""Regression study: MSE against polynomial degree (with the noise floor), and the coefficients SGD recovers
-against the true ones and the least-squares fit on the same training set."""
+"""Regression study: MSE per polynomial degree beside the noise floor, and the coefficients SGD recovers beside the
+true ones and the least-squares fit on the same training set. It describes each degree; which degrees differ is
+the study's one test family's to say."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pipeline import plots
 from pipeline.data import Splits
 from pipeline.runs import Run, final, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import logged_config, ms, stat
+from pipeline.sections.common import DESCRIBED, decided_by, describe, logged_config, stat, which
 from pipeline.text import join
 
 
@@ -62,27 +63,29 @@ def _coefs(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:+.3f}" for v in values) + "]"
 
 
-def mse_rows(runs: list[Run]) -> dict[int, dict[str, Any]]:
-    """Per degree: final train and validation MSE over seeds (degree from each run's config)."""
-    acc: dict[int, dict[str, list[float]]] = defaultdict(lambda: {"train": [], "val": []})
+def mse_rows(runs: list[Run], metric: str) -> dict[int, dict[str, Any]]:
+    """Per degree: the last epoch's training MSE and the report's `metric` over seeds (degree from each run's
+    config)."""
+    acc: dict[int, dict[str, list[float]]] = defaultdict(lambda: {"train": [], metric: []})
     for r in runs:
         cfg = logged_config(r)
         if cfg is None or "degree" not in cfg.model.options:
             continue
         d = int(cfg.model.options["degree"])
-        for split in ("train", "val"):
-            v = final(r, f"{split}_loss")
+        for key in ("train", metric):
+            v = final(r, "train_loss" if key == "train" else key)
             if v is not None:
-                acc[d][split].append(v)
-    return {d: {s: stat(v[s], f"{s}_loss") for s in ("train", "val")} for d, v in sorted(acc.items())}
+                acc[d][key].append(v)
+    return {d: {k: stat(x, "train_loss" if k == "train" else k) for k, x in v.items()} for d, v in sorted(acc.items())}
 
 
 @register_section("polynomial_fit")
 def polynomial_fit(ctx: Context) -> Result:
     """MSE against degree (with the noise floor) and the recovered coefficients against the true ones."""
     runs = ok_runs(ctx.runs)
+    metric = ctx.analysis["metric"]
     res = Result()
-    mse = mse_rows(runs)
+    mse = mse_rows(runs, metric)
     if not mse:
         res.sentences.append("No finished polynomial run to compare degrees.")
         return res
@@ -99,38 +102,33 @@ def polynomial_fit(ctx: Context) -> Result:
     if data is not None and "noise_std" in data.meta:
         noise_var = float(data.meta["noise_std"]) ** 2
     hlines = {f"noise variance {noise_var:.3g}": noise_var} if noise_var else None
-    series = {split: [(d, row[split]) for d, row in mse.items() if "mean" in row[split]] for split in ("train", "val")}
+    labels = {"train": "train MSE (last epoch)", metric: which(metric)}
+    series = {key: [(d, row[key]) for d, row in mse.items() if "mean" in row[key]] for key in labels}
     res.figures.append(
         plots.series_xy(
-            {f"{s} MSE": pts for s, pts in series.items()},
+            {labels[k]: pts for k, pts in series.items()},
             ctx.out_dir / "figures" / "mse_vs_degree.png",
             "polynomial degree",
-            "mean squared error (last epoch)",
+            "mean squared error",
             f"{ctx.study}: MSE vs degree",
             logy=True,
             hlines=hlines,
         )
     )
-    vals = {d: row["val"]["mean"] for d, row in mse.items() if "mean" in row["val"]}
-    best = min(vals, key=vals.get)
-    text = f"Validation MSE is lowest at degree {best} ({ms(mse[best]['val'], 4)})"
+    vals = {d: row[metric]["mean"] for d, row in mse.items() if "mean" in row[metric]}
+    text = f"Per degree, {which(metric)} ({DESCRIBED}): " + ", ".join(
+        f"degree {d}: {describe(mse[d][metric], 4)}" for d in vals
+    )
     if noise_var:
-        within = [d for d, v in vals.items() if v <= 1.25 * noise_var]
-        text += (
-            f"; the noise variance is {noise_var:.3g}, and degrees {join([str(d) for d in within])} come within 25% "
-            "of it"
-            if within
-            else f"; no degree comes within 25% of the noise variance {noise_var:.3g}"
-        )
+        within = [str(d) for d, v in vals.items() if v <= 1.25 * noise_var]
         under = [f"{d} ({vals[d]:.3g})" for d in vals if vals[d] > 1.25 * noise_var]
-        if under:
-            text += f", while degree {join(under)} underfit"
-    trains = [mse[d]["train"].get("mean") for d in sorted(mse)]
-    mono = all(a >= b - 1e-9 for a, b in zip(trains, trains[1:]))
-    trend = "falls" if mono else "does not fall"
-    text += f". Training MSE (mean over the last epoch's batches) {trend} monotonically with degree"
-    text += f" ({' → '.join(f'{t:.3g}' for t in trains)} for degrees {', '.join(map(str, sorted(mse)))})."
-    res.sentences.append(text)
+        text += f". Against the noise variance {noise_var:.3g}, the floor of any fit: "
+        text += f"degrees {join(within)} are within 25% of it" if within else "no degree is within 25% of it"
+        text += f"; degrees {join(under)} are not (they underfit)" if under else ""
+    trains = {d: mse[d]["train"]["mean"] for d in sorted(mse) if "mean" in mse[d]["train"]}
+    text += ". Training MSE (mean over the last epoch's batches) per degree: "
+    text += ", ".join(f"{d} {t:.3g}" for d, t in trains.items()) + "."
+    res.sentences += [text, decided_by(ctx, metric)]
     res.tables["mse"] = {str(d): row for d, row in mse.items()}
 
     if not learned or data is None:

@@ -1,5 +1,6 @@
 """Recurrent-cells study: recurrent parameter counts per cell, counted on the built models (also per seed, for the
-claims: `recurrent_params.recurrent_params`), and accuracy at equal hidden size and at equal parameter budget."""
+claims: `recurrent_params.recurrent_params`), and each cell's accuracy at equal hidden size and at equal parameter
+budget, with its size. It describes; which cells differ is the study's one test family's to say."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pipeline.config import TrialConfig
 from pipeline.models.rnn import recurrent_parameter_count
 from pipeline.runs import by_variant, final, ok_runs, variant
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import logged_config, ms, stat
+from pipeline.sections.common import DESCRIBED, decided_by, describe, logged_config, stat, which
 
 
 def recurrent_counts(configs: dict[str, TrialConfig], build: Callable[[TrialConfig], nn.Module]) -> dict[str, dict]:
@@ -84,6 +85,7 @@ def recurrent_params(ctx: Context) -> Result:
     if (s := ratio_sentence(counts)) is not None:
         res.sentences.append(s)
     groups: dict[str, dict[str, dict]] = defaultdict(dict)  # regime -> cell -> statistics
+    parts = []
     for regime, pick in (
         ("equal hidden size", lambda c: c["param_budget"] is None),
         ("equal parameters", lambda c: c["param_budget"] is not None),
@@ -91,15 +93,19 @@ def recurrent_params(ctx: Context) -> Result:
         rows = {c["cell"]: c for c in counts.values() if pick(c) and "mean" in c[metric]}
         if not rows:
             continue
-        best = max(rows, key=lambda k: rows[k][metric]["mean"] * (1 if ctx.analysis["mode"] == "max" else -1))
-        desc = ", ".join(
-            f"{cell} {ms(c[metric])} (hidden {c['hidden_size']}, {c['recurrent_params']:,} recurrent)"
+        text = f"at {regime}, " + ", ".join(
+            f"{cell} (hidden {c['hidden_size']}, {c['recurrent_params']:,} recurrent and {c['total_params']:,} "
+            f"parameters in all) {describe(c[metric])}"
             for cell, c in rows.items()
         )
-        res.sentences.append(f"At {regime}: {desc}; {best} is best.")
+        if len({c["total_params"] for c in rows.values()}) > 1 and regime == "equal hidden size":
+            text += " (the cells differ in size here, so a difference between them is not one at matched parameters)"
+        parts.append(text)
         for cell, c in rows.items():
             groups[regime][cell] = c[metric]
     if groups:
+        res.sentences.append(f"Per cell, {which(metric)} ({DESCRIBED}): " + "; ".join(parts) + ".")
+        res.sentences.append(decided_by(ctx, metric))
         res.figures.append(
             plots.grouped_bars(
                 dict(groups), ctx.out_dir / "figures" / "cells_by_regime.png", metric, f"{ctx.study}: {metric} per cell"

@@ -2,7 +2,7 @@
 
 Sample quality uses a *judge*: a small classifier trained here, deterministically, on the study's own
 prepared training split. Every run's best weights draw as many samples as the test split has images, and
-the report compares (1) the Fréchet distance between judge features of the samples and of the real test
+the report states (1) the Fréchet distance between judge features of the samples and of the real test
 images (FID's formula with a judge fitted to this data instead of Inception), (2) the judge's mean
 confidence on the samples (recognizable digits score high) and (3) the entropy of its mean predicted class
 distribution (ln 10 = 2.30 when every class is generated equally often; low when the model collapses to a few).
@@ -27,7 +27,7 @@ from pipeline import plots
 from pipeline.data import Splits
 from pipeline.runs import Run, by_variant, finite_final, ok_runs
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import FRACTION, comparison, ms, ranked_variants, single_thread, stat
+from pipeline.sections.common import DESCRIBED, FRACTION, decided_by, describe, ms, single_thread, stat
 from pipeline.tasks.generative import feature_gaussian, frechet_distance
 from pipeline.text import join
 
@@ -131,7 +131,7 @@ def sample_quality(ctx: Context) -> Result:
     runs = by_variant(ok_runs(ctx.runs))
     if ctx.data_dir is None or not runs:
         return Result(["Sample quality needs the prepared data and a finished run."])
-    order = [v for v in ranked_variants(ctx) if v in runs]
+    order = list(runs)
     data = ctx.loader.load(runs[order[0]][0]).data
     judge, judge_acc = train_judge(data)
     n = len(data.x_test)
@@ -160,11 +160,13 @@ def sample_quality(ctx: Context) -> Result:
                     with torch.no_grad():
                         originals = data.x_test[:32]
                         recons[variant] = torch.cat([originals, model.decode(model.encode(originals))])
-    sentence, fd_table = comparison(scores["classifier_fd"], "classifier_fd", "min")
+    fd_table = {v: stat(x, "classifier_fd") for v, x in scores["classifier_fd"].items()}
     mean = lambda vals: sum(vals) / len(vals)  # noqa: E731
     sentences = [
-        f"Sample quality, judged by a classifier trained on the same data (test accuracy {judge_acc:.3f}): " + sentence,
-        "Judge confidence on samples: "
+        f"Sample quality, judged by a classifier trained on the same data (test accuracy {judge_acc:.3f}): "
+        f"classifier_fd, the Fréchet distance between its features of each run's samples and of the real test "
+        f"images ({DESCRIBED}): " + ", ".join(f"{v} {describe(s)}" for v, s in fd_table.items()) + ".",
+        "Judge confidence on samples (means over seeds): "
         + ", ".join(f"{v} {mean(x):.3f}" for v, x in scores["confidence"].items())
         + f" (real test images: {floor['confidence']:.3f}); class entropy: "
         + ", ".join(f"{v} {mean(x):.2f}" for v, x in scores["class_entropy"].items())
@@ -174,13 +176,14 @@ def sample_quality(ctx: Context) -> Result:
     if prior := scores.get("prior_classifier_fd"):
         sentences.append(
             "Decoding draws from the prior N(0, I) itself (judge-feature FD): "
-            + ", ".join(f"{v} {ms(stat(x, 'prior_classifier_fd'), 3)}" for v, x in prior.items())
+            + ", ".join(f"{v} {describe(stat(x, 'prior_classifier_fd'), 1)}" for v, x in prior.items())
             + f"; {join(list(prior))} {'is' if len(prior) == 1 else 'are'} the models with a decoder, and only a VAE "
             "is trained so that the prior decodes to digits."
         )
     objectives = objective_values({v: runs[v] for v in order})
     if (text := objective_sentence(objectives)) is not None:
         sentences.append(text)
+    sentences.append(decided_by(ctx, "classifier_fd", "prior_classifier_fd", "the families' own objectives"))
     figs = [
         plots.image_grids(grids, ctx.out_dir / "figures" / "samples.png", f"{ctx.study}: samples (first seed)"),
     ]

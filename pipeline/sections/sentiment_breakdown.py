@@ -4,13 +4,15 @@ contrast ("but"), and with neither, re-evaluated from each run's best weights (p
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from pipeline import plots
 from pipeline.data.text import is_negator
 from pipeline.runs import by_variant, ok_runs, per_variant
 from pipeline.sections.base import Context, Result, register_section
-from pipeline.sections.common import bar_stats, comparison, single_thread
+from pipeline.sections.common import DESCRIBED, bar_stats, decided_by, describe, single_thread, sizes
 
 
 @torch.no_grad()
@@ -35,14 +37,19 @@ def sentiment_breakdown(ctx: Context) -> Result:
     and with neither, re-evaluated from each run's best weights: word order matters where a negation or a
     contrast decides the meaning, and an order-blind model should lose exactly there."""
     f1 = per_variant(ctx.runs, "test_f1")
-    sentences, tables, figs = [], {}, []
+    sentences, figs = [], []
+    tables: dict[str, Any] = {"f1": bar_stats(f1, "test_f1")}
     if f1:
-        s, tables["f1"] = comparison(f1, "test_f1", "max")
-        sentences.append("Test macro-F1: " + s)
+        sentences.append(
+            f"Test macro-F1 of each run's best-validation checkpoint ({DESCRIBED}): "
+            + ", ".join(f"{v} {describe(s)}" for v, s in tables["f1"].items())
+            + "."
+        )
     if ctx.data_dir is None:
+        sentences += [s for s in (sizes(ctx), decided_by(ctx, "test_f1")) if s]
         return Result(sentences, figs, {**tables, "values": {"test_f1": f1}})
     acc: dict[str, dict[str, list[float]]] = {name: {} for name in SUBSETS}
-    sizes: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for variant, runs in by_variant(ok_runs(ctx.runs)).items():
         for run in runs:
             trained = ctx.loader.load(run)
@@ -51,27 +58,34 @@ def sentiment_breakdown(ctx: Context) -> Result:
             words = [{vocab[i] for i in row.tolist()} for row in data.x_test]
             for name, (_, member) in SUBSETS.items():
                 mask = torch.tensor([member(w) for w in words], dtype=torch.bool)
-                sizes[name] = int(mask.sum())
+                counts[name] = int(mask.sum())
                 a = _subset_accuracy(model, data.x_test[mask], data.y_test[mask])
                 if a is not None:
                     acc[name].setdefault(variant, []).append(a)
+    parts = []
     for name, (desc, _) in SUBSETS.items():
         if acc[name]:
-            s, tables[name] = comparison(acc[name], f"accuracy_{name}", "max")
-            sentences.append(f"On the {sizes[name]} test sentences {desc}: " + s)
+            tables[name] = bar_stats(acc[name], f"accuracy_{name}")
+            parts.append(
+                f"on the {counts[name]} test sentences {desc}, "
+                + ", ".join(f"{v} {describe(s)}" for v, s in tables[name].items())
+            )
+    if parts:
+        sentences.append(
+            f"Test accuracy of the best-validation checkpoint by kind of sentence ({DESCRIBED}): {'; '.join(parts)}."
+        )
+    sentences += [
+        s for s in (sizes(ctx), decided_by(ctx, "test_f1", *(f"accuracy_{n}" for n in SUBSETS if acc[n]))) if s
+    ]
     if any(acc.values()):
         figs.append(
             plots.grouped_bars(
-                {
-                    f"{desc} (n={sizes[name]})": bar_stats(acc[name], f"accuracy_{name}")
-                    for name, (desc, _) in SUBSETS.items()
-                    if acc[name]
-                },
+                {f"{desc} (n={counts[name]})": tables[name] for name, (desc, _) in SUBSETS.items() if acc[name]},
                 ctx.out_dir / "figures" / "negation_accuracy.png",
                 "test accuracy",
                 f"{ctx.study}: accuracy by kind of sentence",
             )
         )
-    tables["subset_sizes"] = sizes
+    tables["subset_sizes"] = counts
     tables["values"] = {"test_f1": f1, **{f"accuracy_{name}": acc[name] for name in SUBSETS}}
     return Result(sentences, figs, tables)
