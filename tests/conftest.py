@@ -43,6 +43,30 @@ def write_spec(folder: Path, name: str, spec: dict) -> Path:
     return path
 
 
+# The files that take minutes (real Ray, DVC and servers end to end), slowest first, then every other file. `make test`
+# hands whole files to one worker per core (pytest-xdist `--dist loadfile --no-loadscope-reorder`) in this order: a
+# long file handed out last would run alone at the end while the other cores idle.
+SLOWEST_FILES = (
+    "test_interrupts.py",
+    "test_services.py",
+    "test_trial_cache_dvc.py",
+    "test_e2e_dvc.py",
+    "test_faults.py",
+    "test_sweep.py",
+    "test_trial_cache.py",
+    "test_preflight.py",
+    "test_reproducible.py",
+    "test_mlflow_ui.py",
+    "test_text.py",
+    "test_studies.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
+
 TINY_SPEC = {
     "question": "Does a tiny MLP learn digits?",
     "model": {"name": "mlp", "hidden": [32], "activation": "relu"},

@@ -230,6 +230,18 @@ def test_metrics_read_in_a_terminal(done_repo):
         assert {"runs", "claims_total", "claims_confirmed", "checks_total", "family_size"} <= set(flat), flat
 
 
+def test_no_sentence_of_the_reports_outruns_their_tests(done_repo):
+    """The reports `dvc repro` built: `python -m pipeline.report.gate reports` finds no sentence that ranks or compares
+    variants without its study's family of tests behind it (the checker failing on old reports: tests/test_gate.py)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.report.gate", "reports"], cwd=done_repo, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith(
+        f"{len(STUDIES)} reports checked, 0 sentences rank or compare without their study's tests"
+    )
+
+
 def test_pipeline_run_with_a_profile_is_a_dvc_experiment(done_repo):
     """`pipeline run STUDY --profile P` runs `dvc exp run -S profile=P`: the run is listed by `dvc exp show` with
     its profile and its study's metrics. Last in this module: it leaves the workspace on that profile, as DVC does.

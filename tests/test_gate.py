@@ -1,21 +1,18 @@
 """The study's one family (pipeline.report.gate): each pair tested once, shown with one p everywhere, and prose that
-ranks only what the family found; the checker over crafted text and over reports rebuilt from committed results."""
+ranks only what the family found; the checker over crafted text and crafted report folders."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from test_claims import chance_fn, make_runs
 
-from pipeline.config import Claim, load_params, load_study
+from pipeline.config import Claim
 from pipeline.report.analysis import analyze, answer_parts, answer_text, fill_comparisons
 from pipeline.report.claims import evaluate_claims
 from pipeline.report.gate import Family, disagreements
 from pipeline.report.markdown import summary_markdown, table_rows
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -134,20 +131,23 @@ def test_the_checker_finds_unsupported_rankings():
     )
 
 
-STUDIES = ("rnn_cells", "augmentation", "degradation", "depth_capacity")
+def test_the_reports_check_fails_on_a_report_that_outruns_its_tests(tmp_path, capsys):
+    """`python -m pipeline.report.gate reports` (run on real reports by test_e2e_dvc): one line per bad sentence, exit
+    1; exit 0 on good reports; exit 1 on a folder without reports (nothing checked is no pass)."""
+    import json
 
+    from pipeline.report.gate import check_reports
 
-@pytest.mark.parametrize("name", STUDIES)
-def test_rebuilt_reports_say_nothing_the_family_does_not(name, tmp_path):
-    """The committed results (a DVC output, absent from a fresh clone) rebuilt into a report: no ranking sentence
-    of its summary.md disagrees with the family."""
-    from pipeline.report.build import build_report
-
-    results = ROOT / "results" / name
-    if not (results / "runs.json").is_file():
-        pytest.skip(f"no results/{name} (a DVC output: dvc pull or dvc repro study@{name})")
-    study = load_study(ROOT / "experiments" / f"{name}.yaml", load_params(ROOT / "params.yaml"), ROOT / "params.yaml")
-    data = ROOT / "data" / "prepared"
-    out = build_report(study, results, tmp_path / name, data if data.is_dir() else None, log_to_mlflow=False)
-    summary = (tmp_path / name / "summary.md").read_text()
-    assert disagreements(out["analysis"], summary) == []
+    values = {"a": [0.90, 0.92, 0.94], "b": [0.89, 0.91, 0.93]}
+    analysis, summary = report(values, [])
+    for name, text in (("good", summary), ("bad", summary + "\nSo a is best, ahead of b.\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "analysis.json").write_text(json.dumps(analysis))
+        (tmp_path / name / "summary.md").write_text(text)
+    assert check_reports(str(tmp_path)) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith(f"{tmp_path / 'bad' / 'summary.md'}: ") and "a vs b" in out[0]
+    assert out[1] == "2 reports checked, 1 sentences rank or compare without their study's tests"
+    (tmp_path / "bad" / "summary.md").unlink()
+    assert check_reports(str(tmp_path)) == 0
+    assert check_reports(str(tmp_path / "bad")) == 1

@@ -347,3 +347,28 @@ def disagreements(analysis: dict[str, Any], summary_text: str) -> list[str]:
                     f"{sentence.strip()[:300]}"
                 )
     return out
+
+
+def check_reports(folder: str) -> int:
+    """`python -m pipeline.report.gate reports`: every study report under `folder` (its summary.md and analysis.json)
+    checked by `disagreements`; one line per sentence that outruns its study's tests, exit 1 if there is any."""
+    import json
+    from pathlib import Path
+
+    found, checked = 0, 0
+    for analysis_file in sorted(Path(folder).glob("*/analysis.json")):
+        summary = analysis_file.with_name("summary.md")
+        if not summary.is_file():
+            continue
+        checked += 1
+        for line in disagreements(json.loads(analysis_file.read_text()), summary.read_text()):
+            print(f"{summary}: {line}")
+            found += 1
+    print(f"{checked} reports checked, {found} sentences rank or compare without their study's tests")
+    return 1 if found or not checked else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(check_reports(sys.argv[1] if len(sys.argv) > 1 else "reports"))
