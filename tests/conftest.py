@@ -43,6 +43,16 @@ def write_spec(folder: Path, name: str, spec: dict) -> Path:
     return path
 
 
+def pytest_configure(config):
+    """Ray's auth token (`~/.ray/auth_token`), made once before any test: the tests' `ray start` clusters run with token
+    auth (`RAY_AUTH_MODE=token`), which refuses to start without one, and with a fresh HOME nothing has made it yet
+    (a local `ray.init` would, but in parallel runs a cluster test may come first). On the controller only, before
+    pytest-xdist starts its workers."""
+    if not hasattr(config, "workerinput"):
+        ray = Path(sys.executable).parent / "ray"
+        subprocess.run([str(ray), "get-auth-token", "--generate"], capture_output=True, check=False, timeout=120)
+
+
 # The files that take minutes (real Ray, DVC and servers end to end), slowest first, then every other file. `make test`
 # hands whole files to one worker per core (pytest-xdist `--dist loadfile --no-loadscope-reorder`) in this order: a
 # long file handed out last would run alone at the end while the other cores idle.
