@@ -13,6 +13,7 @@ any study in experiments/ and low enough to catch a typo'd exponent.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ConfigError
 from pipeline.registry import MAX_COUNT, Float
+from pipeline.sequential import Design
 
 MAX_EPOCHS = 10_000
 MAX_BATCH = 1_000_000
@@ -77,6 +79,7 @@ class Params(Strict):
     profile: str = "default"
     seed: StrictInt = 0
     studies: list[str] = Field(default_factory=list)
+    max_seeds: StrictInt = Field(12, ge=1, le=MAX_SEEDS)  # the most seeds a study's sequential looks may give a variant
     data: DataRoot = Field(default_factory=DataRoot)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -246,13 +249,29 @@ class Claim(Strict):
         return v
 
 
+class SeedRange(Strict):
+    """`seeds: {min: m, max: M}`: sequential looks (`pipeline.sequential`): every variant starts at m seeds, and only
+    the variants an undecided claim names get more, up to M."""
+
+    min: StrictInt = Field(ge=1, le=MAX_SEEDS)
+    max: StrictInt = Field(ge=1, le=MAX_SEEDS)
+
+    @field_validator("max")
+    @classmethod
+    def _not_below_min(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("min")
+        if low is not None and v < low:
+            raise _refused(f"must be at least min ({low}) (got {v})")
+        return v
+
+
 class StudySpec(Strict):
     question: str
     model: dict[str, Any]  # {name: <family>, init: ..., <family options>}
     dataset: dict[str, Any]  # {name: <dataset>, <dataset options>}
     train: dict[str, Any] = Field(default_factory=dict)
     search: Search = Field(default_factory=Search)
-    seeds: StrictInt = Field(2, ge=1, le=MAX_SEEDS)
+    seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] | SeedRange = 2  # n seeds, or a range: sequential looks
     metric: str = "val_accuracy"  # decides best trial, ASHA, the report's ranking
     mode: Literal["max", "min"] = "max"
     target: Target | None = None
@@ -266,8 +285,18 @@ class StudySpec(Strict):
 # --------------------------------------------------------------------------- loading and errors
 
 
+def _is_branch(part: int | str) -> bool:
+    """A union's branch in an error's loc (`seeds: n | {min, max}`): 'constrained-int', 'SeedRange'; keys are
+    lowercase."""
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith("constrained-"))
+
+
 def _first_error(e: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
-    err = e.errors()[0]
+    errs = e.errors()
+    err = errs[0]
+    if isinstance(err.get("input"), dict) and err["type"] in _INT_ERRORS:  # a mapping where n | {min, max} is asked
+        err = next((x for x in errs if any(_is_branch(p) and p[:1].isupper() for p in x["loc"])), err)
+    err = {**err, "loc": tuple(p for p in err["loc"] if not _is_branch(p))}
     loc = [str(p) for p in err["loc"]]
     key = ".".join([p for p in (prefix, *loc) if p])
     if err["type"] == "extra_forbidden":
@@ -306,14 +335,18 @@ def _schema_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> dict[str, 
         return {}
     defs = schema.get("$defs", {})
 
-    def own(node: dict[str, Any]) -> dict[str, Any]:  # through a $ref and an Optional
+    def own(node: dict[str, Any], inner: bool = False) -> dict[str, Any]:
+        """Through a $ref, an Optional, and a union of an integer and a mapping (`seeds`): the mapping when `inner`
+        (a key inside it comes next), else the integer."""
         node = defs.get(node["$ref"].rsplit("/", 1)[-1], {}) if "$ref" in node else node
-        options = [n for n in node.get("anyOf", ()) if n.get("type") != "null"]
-        return own(options[0]) if len(options) == 1 else node
+        options = [own(n) for n in node.get("anyOf", ()) if n.get("type") != "null"]
+        if len(options) > 1:
+            options = [n for n in options if ("properties" in n) == inner] or options
+        return options[0] if len(options) == 1 else node
 
     node = schema
     for part in loc:
-        node = own(node)
+        node = own(node, inner=True)
         node = node.get("items", {}) if isinstance(part, int) else node.get("properties", {}).get(part, {})
     return own(node)
 
@@ -408,7 +441,31 @@ def load_study(
     spec: StudySpec = validate(StudySpec, merged, file=str(path))
     study = Study(study_name(path), path, spec, params)
     study.validate_space(check)
+    check_seed_range(study)
     return study
+
+
+def check_seed_range(study: Study) -> None:
+    """A `seeds: {min, max}` range the sweep can run: looks need a grid of variants trained to their end (Tune's grid
+    search, no early stopping), and a max that params.yaml's `max_seeds` affords."""
+    s, file = study.spec.seeds, str(study.path)
+    if isinstance(s, int):
+        return
+    search = study.spec.search
+    if search.algorithm != "grid" or search.scheduler != "none":
+        raise ConfigError(
+            "a seed range {min, max} needs search.algorithm grid and search.scheduler none (each look adds seeds to "
+            f"named variants; got {search.algorithm} with {search.scheduler}); give a number of seeds instead",
+            file=file,
+            key="seeds",
+        )
+    if s.max > study.params.max_seeds:
+        raise ConfigError(
+            f"must be at most params.yaml's max_seeds ({study.params.max_seeds}) (got {s.max}); lower it, or raise "
+            "max_seeds in params.yaml",
+            file=file,
+            key="seeds.max",
+        )
 
 
 def spec_as_written(path: Path, raw: dict[str, Any], params: Params) -> dict[str, Any]:
@@ -448,7 +505,18 @@ class Study:
 
     @property
     def seeds(self) -> list[int]:
-        return [self.params.seed + i for i in range(self.spec.seeds)]
+        """Every seed a variant may get: n, or the range's max (`design` says how many each look uses)."""
+        return [self.params.seed + i for i in range(self.design.max_seeds)]
+
+    @property
+    def design(self) -> Design:
+        """The planned looks: one at n seeds for `seeds: n`, sequential looks for `seeds: {min, max}`."""
+        s = self.spec.seeds
+        return Design.fixed(s) if isinstance(s, int) else Design(s.min, s.max)
+
+    @property
+    def sequential(self) -> bool:
+        return len(self.design.looks()) > 1
 
     # What the report alone reads: editing these must not re-run a sweep.
     REPORT_ONLY = frozenset({"question", "report", "baseline", "expect"})
@@ -456,11 +524,13 @@ class Study:
     def fingerprint(self) -> dict[str, Any]:
         """Everything that decides this study's sweep, resolved in the active profile: the `specs` stage writes it
         and the study stage depends on it, so a claim, a question or an inactive profile can change without
-        re-running the trials."""
+        re-running the trials. With sequential looks the claims and the baseline decide which seeds are trained,
+        so they count too."""
+        report_only = {"question", "report"} if self.sequential else set(self.REPORT_ONLY)
         return {
             "study": self.name,
             "profile": self.params.profile,
-            "spec": self.spec.model_dump(mode="json", exclude=set(self.REPORT_ONLY) | {"profiles"}),
+            "spec": self.spec.model_dump(mode="json", exclude=report_only | {"profiles"}),
             "seeds": self.seeds,
             "workers_per_trial": self.params.ray.workers_per_trial,
         }
@@ -553,6 +623,14 @@ class Study:
                     raise ConfigError(
                         f"search value {value!r}: {inner}{e.message}", file=file, key=f"search.space.{key}"
                     ) from None
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every point of a grid search's space (the space's keys in order, the last varying fastest)."""
+        keys = list(self.spec.search.space)
+        return [dict(zip(keys, c)) for c in itertools.product(*(self.space_values(k) for k in keys))]
+
+    def variants(self) -> list[str]:
+        return [self.variant(p) for p in self.points()]
 
     def variant(self, point: dict[str, Any]) -> str:
         """A short, stable label for a point of the space: `relu`, or `hidden=[64],lr=0.1`."""

@@ -300,24 +300,28 @@ def claims_table(reports: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
         f"Holm family: {verdict_counts([c for _, c in rows])}. Apart from them, {len(checks)} arithmetic checks "
         f"(not inference): {sum(c['verdict'] == 'confirmed' for _, c in checks)} hold.</p>"
     )
-    out += _verdict_table(rows, "claim")
+    out += _verdict_table(rows, "claim", seeds=True)
     if checks:
         out += ["<h3>Arithmetic checks</h3>", *_verdict_table(checks, "check")]
     out.append("</section>")
     return out
 
 
-def _verdict_table(rows: list[tuple[str, dict[str, str]]], what: str) -> list[str]:
+def _verdict_table(rows: list[tuple[str, dict[str, str]]], what: str, seeds: bool = False) -> list[str]:
+    """The verdicts; with `seeds`, a column of the seeds each claim used (and, with sequential looks, how it was
+    settled)."""
+    head = "<th>seeds</th>" if seeds else ""
     out = [
         f'<div class="scroll"><table class="claims {what}s">',
-        f"<thead><tr><th>study</th><th>{what}</th><th>verdict</th><th>reason</th></tr></thead>",
+        f"<thead><tr><th>study</th><th>{what}</th><th>verdict</th>{head}<th>reason</th></tr></thead>",
         "<tbody>",
     ]
     for study, c in rows:
         verdict = c["verdict"] if c["verdict"] in VERDICTS else "inconclusive"
+        cell = f'<td class="settled">{escape(c.get("settled", ""))}</td>' if seeds else ""
         out.append(
             f'<tr><td><a href="#{escape(study)}">{escape(study)}</a></td><td class="text">{escape(c["claim"])}</td>'
-            f'<td class="verdict {verdict}">{escape(c["verdict"])}</td>'
+            f'<td class="verdict {verdict}">{escape(c["verdict"])}</td>{cell}'
             f'<td class="reason">{escape(c["reason"])}</td></tr>'
         )
     return [*out, "</tbody>", "</table></div>"]

@@ -22,7 +22,10 @@ _COLORS = {"start": "36", "done": "32", "failed": "31", "retry": "33", "best": "
 
 
 def default_label(config: dict[str, Any]) -> str:
-    """`relu seed=1` from {"model.activation": "relu", "seed": 1}: the swept values, then the seed."""
+    """`relu seed=1` from {"model.activation": "relu", "seed": 1}: the swept values, then the seed (a listed trial's
+    values are under one key: {"trial": {...}})."""
+    if len(config) == 1 and isinstance(next(iter(config.values())), dict):
+        config = next(iter(config.values()))
     parts = [str(v) if len(config) <= 2 else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in config.items() if k != "seed"]
     if "seed" in config:
         parts.append(f"seed={config['seed']}")

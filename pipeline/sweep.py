@@ -22,6 +22,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,18 @@ RETRAIN_ENV = "PIPELINE_RETRAIN"  # =1: train every trial of the sweep, reuse no
 TRIAL_MODULE = "pipeline.tune.trainable"  # what a trial runs: its code fingerprint covers this module's closure
 
 
-def run_study(study: Study, data_dir: str | Path, out_dir: str | Path, retrain: bool = False) -> dict[str, Any]:
+# A sequential study's next look (`pipeline.report.build.look_decider`, passed in by the study stage): runs so far and
+# the sweep's MLflow ids -> (the look to make, 0-based; the seeds per variant it needs, or None once settled)
+Decide = Callable[[list[dict[str, Any]], dict[str, Any]], tuple[int, "dict[str, int] | None"]]
+
+
+def run_study(
+    study: Study, data_dir: str | Path, out_dir: str | Path, retrain: bool = False, decide: Decide | None = None
+) -> dict[str, Any]:
     """Run (or resume) the study's sweep; write `<out>/runs.json` and `<out>/sweep.json`.
+
+    A study with sequential seeds (`seeds: {min, max}`) runs its looks in this one sweep: `decide` says after each
+    which seeds the next needs, and each look is one round of Tune that trains only those.
 
     A trial already trained to its end by an earlier sweep of the study (the same `trial_identity`: config, seed,
     workers, data, code and versions) is reused, not trained again, unless `retrain`.
@@ -61,7 +72,7 @@ def run_study(study: Study, data_dir: str | Path, out_dir: str | Path, retrain: 
         parent_id, resume = _open_parent_run(sw)
         guard.close_runs = functools.partial(close_reachable_runs, sw.uri, sw.experiment_id, parent_id)
         try:
-            summary = _sweep(sw, parent_id, resume, resources, out_dir, guard, retrain)
+            summary = _sweep(sw, parent_id, resume, resources, out_dir, guard, retrain, decide)
         except StopSweep as stop:
             guard.end_early(stop)
         except BaseException:
@@ -177,18 +188,21 @@ def _sweep(
     out_dir: str | Path,
     guard: SweepGuard,
     retrain: bool,
+    decide: Decide | None,
 ) -> dict[str, Any]:
-    """Fit the Tuner, then (if every trial ended) export the runs and write the results and the completed marker."""
+    """Fit the Tuner (once per look), then (if every trial ended) export the runs and write the results and the
+    completed marker."""
     study = sw.study
     runtime = _runtime(sw, parent_id)
     # One search for the whole sweep: every finished trial of the study, by identity. With `retrain` only this
     # sweep's own finished trials count (a resumed sweep does not train again what it already trained).
     runtime.reusable = tracking.finished_trials(sw.uri, sw.experiment_id, parent_id if retrain else None)
     t0 = time.time()
-    tuner = build_tuner(runtime, sw.data, resources, sw.tune_dir, resume)
-    with running(guard, runtime), explain_restore_failure(study.name):
-        results = tuner.fit()
-    guard.check_finished(sw.tune_dir)
+    if decide is None:
+        results = _fit(sw, runtime, resources, guard, sw.tune_dir, resume)
+        looks = 1
+    else:
+        results, looks = _looks(sw, parent_id, runtime, resources, guard, decide)
     closed = tracking.close_unfinished(sw.uri, sw.experiment_id, parent_id, "FAILED", "left_running")
     errors = _print_trial_errors(study.name, results)
     runs = tracking.export_runs(sw.uri, sw.experiment_id, parent_id)
@@ -213,6 +227,7 @@ def _sweep(
         "mode": study.spec.mode,
         "seeds": study.seeds,
         "trials": len(results),
+        "looks": looks,
         "trials_reused": reused,
         "trials_trained": trained,
         "errors": len(errors),
@@ -223,6 +238,49 @@ def _sweep(
     guard.check_finished(sw.tune_dir)  # a signal during the export: nothing written yet
     _write_results(sw, parent_id, out_dir, runs, summary, failed=bool(errors))
     return summary
+
+
+def _fit(
+    sw: _Sweep,
+    runtime: Runtime,
+    resources: dict[str, float],
+    guard: SweepGuard,
+    tune_dir: Path,
+    resume: bool,
+    trials: list[tuple[dict[str, Any], int]] | None = None,
+) -> list[Any]:
+    """One round of Tune in `tune_dir`: the study's whole grid, or the given (point, seed) trials."""
+    tuner = build_tuner(runtime, sw.data, resources, tune_dir, resume, trials)
+    with running(guard, runtime), explain_restore_failure(sw.study.name):
+        results = tuner.fit()
+    guard.check_finished(tune_dir)
+    return list(results)
+
+
+def _looks(
+    sw: _Sweep, parent_id: str, runtime: Runtime, resources: dict[str, float], guard: SweepGuard, decide: Decide
+) -> tuple[list[Any], int]:
+    """A sequential study's looks, each a round of Tune (`<tune dir>/look-<k>`) over the trials the next look needs
+    that no run of this sweep has yet; a look Ctrl-C stopped is restored from its folder. (results, looks made)."""
+    study, base = sw.study, sw.study.params.seed
+    ids = {"tracking_uri": sw.uri, "experiment_id": sw.experiment_id, "parent_run_id": parent_id, "study": study.name}
+    results: list[Any] = []
+    while True:
+        runs = tracking.export_runs(sw.uri, sw.experiment_id, parent_id)
+        look, wanted = decide(runs, ids)
+        if wanted is None:
+            return results, look
+        have = {(r["tags"].get("variant"), int(r["tags"].get("seed", -1))) for r in runs}
+        trials = [
+            (point, seed)
+            for point in study.points()
+            for seed in range(base, base + wanted[study.variant(point)])
+            if (study.variant(point), seed) not in have
+        ]
+        added = ", ".join(f"{v} to {n}" for v, n in wanted.items() if n > min(wanted.values())) or "every variant"
+        print(f"[{study.name}] look {look + 1}: {len(trials)} trials ({added} seeds)", file=sys.stderr)
+        look_dir = sw.tune_dir / f"look-{look + 1}"
+        results += _fit(sw, runtime, resources, guard, look_dir, look_dir.exists(), trials)
 
 
 def _runtime(sw: _Sweep, parent_id: str) -> Runtime:

@@ -59,8 +59,12 @@ class Runtime:
         return self.study.spec.mode
 
 
+LISTED = "trial"  # the Tune config key of a listed trial's {point..., seed} (a sequential study's look)
+
+
 def trial_config(runtime: Runtime, config: dict[str, Any]) -> tuple[TrialConfig, str, dict[str, Any]]:
     """(resolved config, variant label, point of the space) of one Tune config."""
+    config = {**config, **config.get(LISTED, {})}
     point = {k: config[k] for k in runtime.space_keys if k in config}
     if "seed" in config:
         seed = int(config["seed"])

@@ -34,10 +34,16 @@ def main(argv: list[str] | None = None) -> None:
         written = read_json(args.spec, "run `dvc repro specs`")
         if written != json.loads(json.dumps(study.fingerprint())):
             raise ConfigError("out of date with the study and params.yaml; run `dvc repro specs`", file=args.spec)
-    summary = run_study(study, args.data, args.out, retrain=os.environ.get(RETRAIN_ENV) == "1")
+    decide = None
+    if study.sequential:  # the claims decide each look's seeds: the report's analysis of the runs so far
+        from pipeline.report.build import look_decider
+
+        decide = look_decider(study, args.data)
+    summary = run_study(study, args.data, args.out, retrain=os.environ.get(RETRAIN_ENV) == "1", decide=decide)
     print(
         f"{study.name}: {summary['trials']} trials ({summary['trials_reused']} reused, {summary['trials_trained']} "
-        f"trained), {summary['errors']} errors, {summary['wall_seconds']} s"
+        f"trained) in {summary['looks']} look{'s' if summary['looks'] != 1 else ''}, {summary['errors']} errors, "
+        f"{summary['wall_seconds']} s"
     )
     return 1 if summary["errors"] else 0
 

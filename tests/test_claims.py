@@ -79,7 +79,7 @@ def verdicts(runs: list[dict], claims: list[dict], chance=chance_fn, extras: dic
 
 def one(runs: list[dict], claim: dict, **kw) -> dict:
     (got,) = verdicts(runs, [{"claim": "c", **claim}], **kw)
-    assert set(got) == {"claim", "kind", "type", "metric", "verdict", "reason", "brief", "details"}
+    assert set(got) == {"index", "claim", "kind", "type", "metric", "verdict", "reason", "brief", "details"}
     return got
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,9 @@ STUDIES = ["activations", "logistic"]
 
 @pytest.fixture(scope="module")
 def done_repo(tmp_path_factory):
-    """A git + DVC copy of the project, tiny profile, two studies (activations, logistic), reproduced once by `dvc
-    repro` under pipeline.ray_session, as `make repro` runs it (one Ray runtime for both study stages)."""
+    """A git + DVC copy of the project, tiny profile, two studies (activations; logistic, with sequential seeds),
+    reproduced once by `dvc repro` under pipeline.ray_session, as `make repro` runs it (one Ray runtime for both
+    study stages)."""
     repo = _copy_repo(tmp_path_factory.mktemp("done") / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "tiny"
@@ -73,6 +75,9 @@ def done_repo(tmp_path_factory):
     # the workspace is on, as cheap as tiny (that test is about the DVC experiment, not the default profile's cost).
     params["profiles"]["default"] = {"seeds": 1, "train": {"epochs": 2}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # logistic makes sequential looks on the tiny profile: 2 seeds per variant, then 4 for a claim still undecided
+    spec = repo / "experiments" / "logistic.yaml"
+    spec.write_text(spec.read_text().replace("profiles:\n", "profiles:\n  tiny:\n    seeds: {min: 2, max: 4}\n", 1))
     (repo / "dvc.lock").unlink(missing_ok=True)
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
@@ -82,6 +87,34 @@ def done_repo(tmp_path_factory):
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "reproduced")
     return repo
+
+
+def test_a_sequential_study_trains_only_what_an_undecided_claim_needs(done_repo):
+    """logistic on the tiny profile, `seeds: {min: 2, max: 4}`: every look in its one study stage; a variant that no
+    claim names stays at 2 seeds, one gets 4 only where an undecided claim asked; no trial is trained twice; every
+    claim says how it was settled, in analysis.json, summary.md and the sweep's parent run (tags the MLflow UI
+    sorts by)."""
+    repo = done_repo
+    runs = json.loads((repo / "results" / "logistic" / "runs.json").read_text())
+    sweep = json.loads((repo / "results" / "logistic" / "sweep.json").read_text())
+    pairs = Counter((r["tags"]["variant"], int(r["tags"]["seed"])) for r in runs)
+    assert max(pairs.values()) == 1 and sweep["trials_trained"] == len(runs)
+    per_variant = Counter(v for v, _ in pairs)
+    analysis = json.loads((repo / "reports" / "logistic" / "analysis.json").read_text())
+    seq = analysis["sequential"]
+    assert sweep["looks"] == len(seq["looks"]) and seq["looks"][-1]["seeds"] == dict(per_variant)
+    named = {"0.03", "0.3"}  # the one claim's variants (experiments/logistic.yaml)
+    assert all(n == 2 for v, n in per_variant.items() if v not in named), per_variant
+    for before, after in zip(seq["looks"], seq["looks"][1:]):
+        grew = {v for v, n in after["seeds"].items() if n > before["seeds"][v]}
+        assert grew == set(before["more_seeds_for"]) and grew <= named
+    summary = (repo / "reports" / "logistic" / "summary.md").read_text()
+    tags = MlflowClient(sweep["tracking_uri"]).get_run(sweep["parent_run_id"]).data.tags
+    for claim, rec in zip(analysis["claims"], seq["claims"]):
+        assert "seed" in claim["settled"] and claim["settled"] in summary
+        assert (rec["look"] is None) == (claim["verdict"] == "inconclusive")
+        assert tags[f"claim.{claim['index']}.verdict"] == claim["verdict"]
+        assert tags[f"claim.{claim['index']}.seeds"] == claim["settled"]
 
 
 def test_dvc_repro_tiny_profile_then_noop(done_repo):
@@ -190,20 +223,26 @@ def test_a_rejected_run_keeps_every_output(done_repo, how):
 
 
 def test_a_claim_edit_rebuilds_the_report_but_not_the_sweep(done_repo):
+    """On a study of a fixed number of seeds (activations): with sequential seeds (logistic here) the claims decide
+    which seeds are trained, so they are part of its sweep."""
     repo = done_repo
-    spec = repo / "experiments" / "logistic.yaml"
+    spec = repo / "experiments" / "activations.yaml"
     original = spec.read_text()
     outputs, lock = _snapshot(repo), (repo / "dvc.lock").read_bytes()
     try:
         spec.write_text(
-            original
-            + "\nexpect:\n  - claim: a learning rate of 0.3 beats 0.0003\n    kind: better\n    a: '0.3'\n"
-            + "    b: '0.0003'\n    metric: val_loss\n"
+            original.replace(
+                "expect:\n",
+                "expect:\n  - {claim: tanh has fewer weights, kind: extreme, "
+                "a: 'mlp(hidden=[64,64,64,64,64],activation=tanh)', metric: n_params, "
+                "direction: min}\n",
+                1,
+            )
         )
         proc = _dvc(repo, "repro")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "Running stage 'report@logistic'" in proc.stdout
-        assert "Running stage 'study@logistic'" not in proc.stdout and "Running stage 'prepare'" not in proc.stdout
+        assert "Running stage 'report@activations'" in proc.stdout
+        assert "Running stage 'study@activations'" not in proc.stdout and "Running stage 'prepare'" not in proc.stdout
         # dvc plots diff compares the workspace's learning curves with the last commit's: both revisions render.
         out = repo / "plots_diff"
         diff = _dvc(repo, "plots", "diff", "HEAD", "-o", str(out))

@@ -105,7 +105,7 @@ def test_claims_table_over_all_studies_at_the_top(reports):
     top = page.index('<section id="all-claims">')
     assert top < page.index("<nav>") < page.index('<section id="alpha">')
     table = page[top : page.index("</section>", top)]
-    assert "<th>study</th><th>claim</th><th>verdict</th><th>reason</th>" in table
+    assert "<th>study</th><th>claim</th><th>verdict</th><th>seeds</th><th>reason</th>" in table
     claims, checks = table.split("<h3>Arithmetic checks</h3>")
     assert claims.count("<tr><td>") == 2  # alpha's two inferential claims; beta has none
     assert checks.count("<tr><td>") == 1 and "<th>study</th><th>check</th>" in checks  # the ratio, counted apart

@@ -257,7 +257,7 @@ def pair_record(view: View, stats: dict[str, dict[str, Any]], family: Family, sh
     if shown and not view.side:
         sa, sb = stats[view.a], stats[view.b]
         # the per-comparison level of Holm's first step; a one-sided test at a is a two-sided one at 2a
-        level = min(family.alpha / family.size * (1 if m.alternative == "two-sided" else 2), 0.5)
+        level = min(m.alpha / family.size * (1 if m.alternative == "two-sided" else 2), 0.5)
         det = hs.detectable_difference(sa["std"], sb["std"], sa["n"], sb["n"], alpha=level)
         rec["detectable_difference"] = None if math.isnan(det) else det
         rec["underpowered"] = hs.underpowered(det, view.difference).as_dict()
@@ -275,7 +275,12 @@ def fill_comparisons(analysis: dict[str, Any], family: Family) -> None:
     for a, b in comp["planned"]:
         view = family.view(("difference", metric, *sorted((a, b))), a, b)
         pairs.append(pair_record(view, stats, family, shown=anchor in (a, b)))
-    comp.update(pairs=pairs, family_size=family.size, method=f"Welch t-tests, {family.label}" if pairs else "")
+    label = family.label
+    if family.looks > 1:
+        label += f", Holm at each of {family.looks} looks' share of alpha"
+    comp.update(pairs=pairs, family_size=family.size, method=f"Welch t-tests, {label}" if pairs else "")
+    if family.looks > 1:
+        comp["looks"] = family.looks
     for rec in pairs:
         if anchor in (rec["a"], rec["b"]):
             other = rec["b"] if rec["a"] == anchor else rec["a"]
@@ -505,7 +510,8 @@ def headline_sentences(analysis: dict[str, Any]) -> list[str]:
         return out + [f"{first} is the only variant with a finished run ({fmt_ci(stats[first])}); nothing to compare."]
     out.append(lead_sentence(analysis, first, ranked[1]) + (f" {comp['note']}" if comp["note"] else ""))
     out.append(
-        f"Comparisons: {comp['method']} (alpha {analysis['alpha']:g}), one per pair wherever the report names it."
+        f"Comparisons: {comp['method']} (alpha {analysis['alpha']:g}"
+        f"{' spent over the looks' if comp.get('looks', 1) > 1 else ''}), one per pair wherever the report names it."
     )
     out += anchor_sentences(analysis, ranked)
     if comp["family_size"] > 1 and comp["design"] == "all_pairs":

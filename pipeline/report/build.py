@@ -9,20 +9,22 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Claim, Study
 from pipeline.errors import ConfigError
 from pipeline.jsonfile import is_number, json_kind, read_json
-from pipeline.report.analysis import ChanceFn, analyze, answer_parts, answer_text, fill_comparisons, metrics_file
+from pipeline.report.analysis import ALPHA, ChanceFn, analyze, answer_parts, answer_text, fill_comparisons, metrics_file
 from pipeline.report.chance import ChanceLevels
 from pipeline.report.claims import evaluate_claims, members
 from pipeline.report.confusion import confusion
 from pipeline.report.figures import confusion_figure, standard_figures, write_curve_csvs
+from pipeline.report.gate import Family
 from pipeline.report.markdown import summary_markdown
 from pipeline.report.mlflow_log import log_report
+from pipeline.report.settle import Settlement, claim_settlement, replay, settled_texts
 from pipeline.report.superiority import sentence, superiority
 from pipeline.runs import Run
 from pipeline.sections import Context, check_sections, get_section
@@ -77,19 +79,11 @@ def _build(
     out = Path(out_dir)
     data = Path(data_dir) if data_dir else None
     runs, sweep = load_results(results_dir, study.name)
-    target = spec.target.model_dump() if spec.target else None
     chance = ChanceLevels(data)
-    analysis = analyze(runs, spec.metric, spec.mode, target, baseline=spec.baseline, chance=chance)
-    analysis["superiority"] = superiority(
-        runs, analysis["metric"], superiority_pairs(study, analysis), sweep.get("tracking_uri")
-    )
-    analysis.update(
-        {
-            "study": study.name,
-            "question": spec.question,
-            **{k: sweep.get(k) for k in ("profile", "seeds", "experiment_id", "parent_run_id", "tracking_uri")},
-        }
-    )
+    family, plan = Family(ALPHA), None
+    if study.sequential:  # the looks the study stage made, replayed: the last one is this report's
+        plan = settle_looks(study, runs, sweep, chance, data)
+        runs, family = plan.runs, plan.family()
     # Built in a sibling folder, then moved into place output by output: a failure midway leaves the last report.
     where = out.resolve()
     where.parent.mkdir(parents=True, exist_ok=True)
@@ -98,23 +92,15 @@ def _build(
         figures = work / "figures"
         figures.mkdir()
         (work / "tables").mkdir()  # the sections' long tables (Markdown); a DVC output, so it exists even when empty
-
-        made: list[Path] = []
-        section_text: list[str] = []
-        if spec.report:
-            ctx = Context(study.name, runs, sweep, analysis, work, data)
-            analysis["extras"] = {}
-            for name in spec.report:
-                res = get_section(name)(ctx)
-                section_text += res.sentences
-                analysis["extras"][name] = res.tables
-                made += res.figures
-
-        # After the sections (a claim may read the per-seed values a section computed): the study's one family,
-        # the headline pairs and the claims together, then every sentence that names a pair.
-        conclude(
-            analysis, spec.expect, runs, chance, [s for s in (sentence(analysis["superiority"]),) if s] + section_text
-        )
+        analysis, made = study_analysis(study, runs, sweep, chance, data, work, family, final=True)
+        for claim, text in zip(analysis["claims"], settled_texts(analysis["claims"], family, plan)):
+            claim["settled"] = text
+        if plan is not None:
+            analysis["sequential"] = {
+                "design": plan.design.record(),
+                "looks": [look.record() for look in plan.looks],
+                "claims": claim_settlement(analysis["claims"], family, plan),
+            }
 
         write_curve_csvs(runs, spec.metric, work / "curves")
         made += standard_figures(study.name, runs, analysis, figures)
@@ -135,8 +121,97 @@ def _build(
         shutil.rmtree(work, ignore_errors=True)
     made = [out / p.relative_to(work) if p.is_relative_to(work) else p for p in map(Path, made)]
     if log_to_mlflow:
-        analysis["logged_to_mlflow"] = log_report(sweep, out, summary)
+        analysis["logged_to_mlflow"] = log_report(sweep, out, summary, analysis["claims"])
     return {"analysis": analysis, "figures": [str(p) for p in made]}
+
+
+def study_analysis(
+    study: Study,
+    runs: list[Run],
+    sweep: dict[str, Any],
+    chance: ChanceFn,
+    data: Path | None,
+    work: Path,
+    family: Family,
+    *,
+    final: bool,
+) -> tuple[dict[str, Any], list[Path]]:
+    """(analysis, the sections' figures) of `runs`: the per-variant statistics, P(A > B), the sections (their figures
+    and tables under `work`), then the one family closed and the answer written (`conclude`). Not `final` (an
+    earlier look of a sequential study, which decides by the claims alone): no P(A > B), only the sections a claim
+    reads."""
+    spec = study.spec
+    target = spec.target.model_dump() if spec.target else None
+    analysis = analyze(runs, spec.metric, spec.mode, target, baseline=spec.baseline, chance=chance)
+    pairs = superiority_pairs(study, analysis) if final else []
+    analysis["superiority"] = superiority(runs, analysis["metric"], pairs, sweep.get("tracking_uri"))
+    analysis.update(
+        {
+            "study": study.name,
+            "question": spec.question,
+            **{k: sweep.get(k) for k in ("profile", "seeds", "experiment_id", "parent_run_id", "tracking_uri")},
+        }
+    )
+    made: list[Path] = []
+    section_text: list[str] = []
+    # an earlier look decides by the claims alone: only the sections a claim reads (`<section>.<quantity>`)
+    read = {c.metric.split(".", 1)[0] for c in spec.expect if c.metric and "." in c.metric}
+    sections = spec.report if final else [name for name in spec.report if name in read]
+    if sections:
+        ctx = Context(study.name, runs, sweep, analysis, work, data)
+        analysis["extras"] = {}
+        for name in sections:
+            res = get_section(name)(ctx)
+            section_text += res.sentences
+            analysis["extras"][name] = res.tables
+            made += res.figures
+    # After the sections (a claim may read the per-seed values a section computed): the study's one family,
+    # the headline pairs and the claims together, then every sentence that names a pair.
+    detail = [s for s in (sentence(analysis["superiority"]),) if s] + section_text
+    conclude(analysis, spec.expect, runs, chance, detail, family=family)
+    return analysis, made
+
+
+def settle_looks(
+    study: Study,
+    runs: list[Run],
+    sweep: dict[str, Any],
+    chance: ChanceFn,
+    data: Path | None,
+    memo: dict[Any, tuple[dict[str, Any], Family]] | None = None,
+) -> Settlement:
+    """The study's sequential looks replayed over `runs` (`pipeline.report.settle`): each look analysed as the
+    report would, its figures in a scratch folder. `memo` keeps each look's analysis between calls (the study stage
+    replays the looks after each one: a look already analysed on the same runs is not analysed again)."""
+    memo = {} if memo is None else memo
+    with tempfile.TemporaryDirectory(prefix=f"{study.name}-looks-") as scratch:
+
+        def analyse(look_runs: list[Run], family: Family) -> dict[str, Any]:
+            key = (family.look, tuple(sorted(r["run_id"] for r in look_runs)))
+            if key not in memo:
+                work = Path(tempfile.mkdtemp(dir=scratch))
+                for sub in ("figures", "tables"):
+                    (work / sub).mkdir()
+                memo[key] = study_analysis(study, look_runs, sweep, chance, data, work, family, final=False)[0], family
+            analysis, done = memo[key]
+            family.members, family.closed = done.members, True
+            return analysis
+
+        return replay(study, study.variants(), runs, analyse)
+
+
+def look_decider(study: Study, data_dir: str | Path | None) -> Callable[[list[Run], dict[str, Any]], tuple[int, Any]]:
+    """For the study stage of a sequential study: runs so far (and the sweep's tracking_uri, experiment and parent
+    run) -> (the look to make next, 0-based; the seeds per variant it needs, or None once the study is settled)."""
+    data = Path(data_dir) if data_dir else None
+    chance = ChanceLevels(data)
+    memo: dict[Any, tuple[dict[str, Any], Family]] = {}
+
+    def decide(runs: list[Run], sweep: dict[str, Any]) -> tuple[int, Any]:
+        plan = settle_looks(study, runs, sweep, chance, data, memo)
+        return len(plan.looks), plan.wanted
+
+    return decide
 
 
 def conclude(
@@ -145,12 +220,14 @@ def conclude(
     runs: list[Run],
     chance: ChanceFn | None = None,
     detail: Sequence[str] = (),
+    *,
+    family: Family | None = None,
 ) -> dict[str, Any]:
     """Close the study's one family (the headline pairs and the claims' tests, Holm together), keep the inferential
     claims, the arithmetic checks and the family apart in `analysis`, put the headline pairs' results in
     `comparisons`, then write the answer from them: the claims' verdicts, the headline, the detail (`detail`: the
     sentences of P(A > B) and of the sections)."""
-    entries, family = evaluate_claims(claims, runs, analysis, chance=chance, alpha=analysis["alpha"])
+    entries, family = evaluate_claims(claims, runs, analysis, chance=chance, alpha=analysis["alpha"], family=family)
     analysis["claims"] = [e for e in entries if e["type"] == "claim"]
     analysis["checks"] = [e for e in entries if e["type"] == "check"]
     analysis["family"] = family.record()

@@ -247,7 +247,7 @@ def judged(
     """The verdict of one test: confirmed when the claimed side is significant in the family, contradicted when
     the opposite side is, inconclusive when neither or when a variant's runs cannot decide (never contradicted)."""
     fam = ctx.family
-    test = f"{method or member.method}, {fam.label}"
+    test = f"{method or member.method}, {fam.label_of(member)}"
     details = {
         "test": method or member.method,
         "p_holm": claimed_p,
@@ -259,8 +259,13 @@ def judged(
             INCONCLUSIVE, f"{head}: no test ({member.main.reason})", "no test: " + member.main.reason, details
         )
     if why_not:
+        member.blocked = why_not
         side = (
-            "claimed side" if claimed_p < ctx.alpha else "opposite side" if opposite_p < ctx.alpha else "neither side"
+            "claimed side"
+            if claimed_p < member.alpha
+            else "opposite side"
+            if opposite_p < member.alpha
+            else "neither side"
         )
         p = min(claimed_p, opposite_p)
         return Outcome(
@@ -270,10 +275,10 @@ def judged(
             details,
         )
     short = f"{SHORT[member.hypothesis]}, Holm-adjusted"
-    if claimed_p < ctx.alpha:
+    if claimed_p < member.alpha:
         text = f"{head}: {says[0]} ({test}: {fmt_p(claimed_p)}); runs valid"
         return Outcome(CONFIRMED, text, f"{short} {fmt_p(claimed_p)}", details)
-    if opposite_p < ctx.alpha:
+    if opposite_p < member.alpha:
         text = f"{head}: {says[1]} (the opposite one-sided test in the same family: {fmt_p(opposite_p)})"
         return Outcome(CONTRADICTED, text, f"the opposite holds: {short} {fmt_p(opposite_p)}", details)
     text = f"{head}: {not_significant(member, claimed_p, ctx)}"
@@ -291,14 +296,14 @@ def key_details(m: Member) -> dict[str, Any]:
 def not_significant(m: Member, p: float, ctx: ClaimContext) -> str:
     """Why a non-significant test says little: what these seeds could have detected, what it would take."""
     fam = ctx.family
-    text = f"neither side significant ({m.method}, {fam.label}: {fmt_p(p)})"
+    text = f"neither side significant ({m.method}, {fam.label_of(m)}: {fmt_p(p)})"
     if m.hypothesis == "sooner":
         return text + rank_floor(m, ctx)
     va, vb = m.values_a, m.values_b
     if m.hypothesis != "difference" or vb is None:
         return text + (f"; {hs.FEW_SEEDS}" if len(va) <= 3 else "")
     sa, sb = hs.spread(va), hs.spread(vb)
-    level = min(2 * ctx.alpha / fam.size, 0.5)  # Holm's first step, one-sided as a two-sided level
+    level = min(2 * m.alpha / fam.size, 0.5)  # Holm's first step, one-sided as a two-sided level
     det = hs.detectable_difference(sa, sb, len(va), len(vb), alpha=level)
     if not math.isnan(det):
         text += f"; with {len(va)} vs {len(vb)} seeds " + detectable_text(det, metric_bounds(m.metric))
@@ -310,7 +315,7 @@ def not_significant(m: Member, p: float, ctx: ClaimContext) -> str:
 
 def rank_floor(m: Member, ctx: ClaimContext) -> str:
     """When no outcome of a rank test at these seeds could pass Holm's first step, say so and what would."""
-    first = ctx.alpha / ctx.family.size
+    first = m.alpha / ctx.family.size
     if m.min_p is None or m.min_p <= first:
         return ""
     need = hs.seeds_for_rank_test(first, sides=1)
@@ -467,6 +472,7 @@ def evaluate_claims(
         verdict, reason, brief = combine(outcomes)
         out.append(
             {
+                "index": len(out) + 1,
                 "claim": claim.claim,
                 "kind": claim.kind,
                 "type": kind,

@@ -52,6 +52,9 @@ class Member:
     used_by: list[str] = field(default_factory=list)
     p: float = 1.0  # Holm-adjusted over the family
     p_opposite: float = 1.0  # Holm-adjusted with this member's p replaced by its opposite's
+    blocked: str = ""  # why the runs cannot decide it whatever the test says (a variant not converged): no more seeds
+    alpha: float = 0.05  # the level it was judged at: its look's share of the study's alpha (`pipeline.sequential`)
+    look: int = 0  # the look that tested it last (the one that decided it, once it is decided)
 
     def __post_init__(self) -> None:
         # mean_test names the arms "a" and "b"; a sentence names the variants
@@ -73,6 +76,25 @@ class Member:
             return f"non-superiority: one-sided {m} against the margin {self.margin:g}"
         return f"one-sided {m}" if self.hypothesis == "trains" else m
 
+    @property
+    def decided(self) -> bool:
+        """Significant on one side at its level: its claimed side (either, for a two-sided test) or the opposite."""
+        if self.main.reason:
+            return False
+        return self.p < self.alpha or (self.opposite is not None and self.p_opposite < self.alpha)
+
+    @property
+    def distance(self) -> float | None:
+        """How far the observed value is from the test's null boundary, in the metric's units (None for `sooner`):
+        what `pipeline.sequential.futile` asks more seeds to resolve."""
+        if self.hypothesis == "difference":
+            return self.difference
+        if self.hypothesis in ("no_gain", "trains"):
+            return self.difference - self.key[-1] * (self.margin or 0.0)  # the key ends with the claim's sign
+        if self.hypothesis == "chance":
+            return (self.margin or 0.0) - abs(self.difference)
+        return None
+
     def record(self) -> dict[str, Any]:
         """The member as analysis.json's `family.tests` keeps it."""
         return {
@@ -89,6 +111,9 @@ class Member:
             "p_raw": self.main.p_value,
             "p": self.p,
             "p_opposite": self.p_opposite if self.opposite is not None else None,
+            "alpha": self.alpha,
+            "look": self.look,
+            "decided": self.decided,
             "used_by": self.used_by,
         }
 
@@ -144,15 +169,26 @@ class View:
 
 
 class Family:
-    """Collects the tests every sentence needs, runs each once and adjusts them together (`close`)."""
+    """Collects the tests every sentence needs, runs each once and adjusts them together (`close`).
 
-    def __init__(self, alpha: float) -> None:
+    In a study with sequential looks (`pipeline.report.settle`), `alpha` is the look's level and `settled` holds the
+    tests an earlier look decided: each keeps its verdict, level, look and p, and leaves the Holm adjustment."""
+
+    def __init__(
+        self, alpha: float, *, settled: dict[tuple[Any, ...], Member] | None = None, look: int = 0, looks: int = 1
+    ) -> None:
         self.alpha = alpha
+        self.look, self.looks = look, looks
+        self.settled = settled or {}
         self.members: dict[tuple[Any, ...], Member] = {}
         self.closed = False
 
     def _add(self, member: Member, by: str) -> tuple[Any, ...]:
         assert not self.closed, "the family is closed"
+        if member.key in self.settled:
+            member = self.settled[member.key]
+        else:
+            member.alpha, member.look = self.alpha, self.look
         old = self.members.get(member.key)
         if old is None or (old.alternative == "two-sided" and member.alternative != "two-sided"):
             if old is not None:
@@ -228,8 +264,9 @@ class Family:
         return self._add(member, by)
 
     def close(self) -> Family:
-        """Holm over every member; each one-sided member's opposite in the same family."""
-        members = list(self.members.values())
+        """Holm over every member an earlier look has not decided; each one-sided member's opposite in the same
+        family."""
+        members = [m for k, m in self.members.items() if k not in self.settled]
         self.closed = True
         if not members:
             return self
@@ -244,7 +281,7 @@ class Family:
 
     def view(self, key: tuple[Any, ...], a: str, b: str) -> View:
         assert self.closed, "close the family first"
-        return View(self.members[key], a, b, self.alpha)
+        return View(self.members[key], a, b, self.members[key].alpha)
 
     def get(self, key: tuple[Any, ...]) -> Member:
         assert self.closed, "close the family first"
@@ -259,10 +296,20 @@ class Family:
         """How a sentence names the correction."""
         return f"Holm-adjusted over the study's {self.size} test{'s' if self.size != 1 else ''}"
 
+    def label_of(self, m: Member) -> str:
+        """How a sentence names the correction of one member: with its look's level once there are looks."""
+        if self.looks == 1:
+            return self.label
+        return (
+            f"Holm-adjusted over the tests still open at look {m.look + 1} of {self.looks}, at its level {m.alpha:.3g}"
+        )
+
     def record(self) -> dict[str, Any]:
         return {
             "correction": "holm",
             "alpha": self.alpha,
+            "look": self.look,
+            "looks": self.looks,
             "size": self.size,
             "tests": [m.record() for m in self.members.values()],
         }

@@ -95,7 +95,12 @@ def claim_rows(analysis: dict[str, Any], which: str = "claims") -> list[dict[str
     """The study's inferential claims (`which="claims"`) or arithmetic checks (`"checks"`) with their verdicts, in
     the spec's order."""
     return [
-        {"claim": str(c["claim"]), "verdict": str(c["verdict"]), "reason": str(c["reason"])}
+        {
+            "claim": str(c["claim"]),
+            "verdict": str(c["verdict"]),
+            "reason": str(c["reason"]),
+            "settled": str(c.get("settled") or ""),
+        }
         for c in analysis.get(which) or []
     ]
 
@@ -115,9 +120,12 @@ def claims_markdown(analysis: dict[str, Any]) -> list[str]:
             f"**Claims** (the study's expectations, each tested in the study's one family of {family.get('size', 0)} "
             f"Holm-adjusted tests: {verdict_counts(claims)}):",
             "",
-            "| claim | verdict | reason |",
-            "|---|---|---|",
-            *(f"| {_cell(c['claim'])} | **{c['verdict']}** | {_cell(c['reason'])} |" for c in claims),
+            "| claim | verdict | seeds | reason |",
+            "|---|---|---|---|",
+            *(
+                f"| {_cell(c['claim'])} | **{c['verdict']}** | {_cell(c['settled'])} | {_cell(c['reason'])} |"
+                for c in claims
+            ),
             "",
         ]
     if checks:

@@ -48,7 +48,11 @@ def drop_checkpoints(storage: Path, tune_name: str) -> int:
     live in `<tune_name>-<trial id>`); returns the bytes freed. What `rerun` and the report read is in MLflow:
     config.yaml, the logged model, the metrics. Tune's experiment state stays as it is (a few kB per trial, still
     loadable), naming checkpoints that only a restore would read: a completed sweep is started over, not restored."""
-    folders = [*storage.glob(f"{tune_name}/*/checkpoint_*"), *storage.glob(f"{tune_name}-*/checkpoint_*")]
+    folders = [
+        *storage.glob(f"{tune_name}/*/checkpoint_*"),
+        *storage.glob(f"{tune_name}/look-*/*/checkpoint_*"),  # a sequential study's looks
+        *storage.glob(f"{tune_name}-*/checkpoint_*"),
+    ]
     freed = 0
     for folder in folders:
         freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

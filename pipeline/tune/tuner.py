@@ -14,7 +14,7 @@ from pipeline.config import Params, Study
 from pipeline.data import Splits
 from pipeline.progress import TrialProgress
 from pipeline.ray_session import start_local_runtime
-from pipeline.trial import Runtime
+from pipeline.trial import LISTED, Runtime
 from pipeline.tune.callback import SweepCallback
 from pipeline.tune.resume import why_not_restorable
 from pipeline.tune.trainable import tune_trial
@@ -52,9 +52,17 @@ def max_concurrent(resources: dict[str, float], workers: int, cpus: float, gpus:
     return min(fit, configured) if configured else fit
 
 
-def build_tuner(runtime: Runtime, data: Splits, resources: dict[str, float], tune_dir: Path, resume: bool) -> Any:
+def build_tuner(
+    runtime: Runtime,
+    data: Splits,
+    resources: dict[str, float],
+    tune_dir: Path,
+    resume: bool,
+    trials: list[tuple[dict[str, Any], int]] | None = None,
+) -> Any:
     """The sweep's Tuner in `tune_dir` (`<storage>/<Tune experiment name>`): restored from it when resuming and
-    Tune can restore it, else a new one whose trials find the runs of an earlier run by trial_key."""
+    Tune can restore it, else a new one whose trials find the runs of an earlier run by trial_key. `trials`: only
+    these (point, seed) pairs (a sequential study's look), else the study's whole space."""
     from ray import tune
 
     study = runtime.study
@@ -71,7 +79,7 @@ def build_tuner(runtime: Runtime, data: Splits, resources: dict[str, float], tun
                 return tune.Tuner.restore(
                     str(tune_dir),
                     trainable,
-                    param_space=param_space(study),
+                    param_space=param_space(study, trials),
                     resume_unfinished=True,
                     resume_errored=True,
                 )
@@ -86,7 +94,7 @@ def build_tuner(runtime: Runtime, data: Splits, resources: dict[str, float], tun
     search_alg, num_samples = _search_alg(study)
     return tune.Tuner(
         trainable,
-        param_space=param_space(study),
+        param_space=param_space(study, trials),
         tune_config=tune.TuneConfig(
             metric=study.spec.metric,
             mode=study.spec.mode,
@@ -130,9 +138,11 @@ def _run_config(runtime: Runtime, tune_dir: Path) -> Any:
     )
 
 
-def param_space(study: Study) -> dict[str, Any]:
+def param_space(study: Study, trials: list[tuple[dict[str, Any], int]] | None = None) -> dict[str, Any]:
     from ray import tune
 
+    if trials is not None:  # one grid over the listed trials (`pipeline.trial.trial_config` unpacks each)
+        return {LISTED: tune.grid_search([{**point, "seed": seed} for point, seed in trials])}
     s = study.spec.search
     # Asynchronous ASHA judges a trial against those that reached its rung before it, so a grid written from
     # weak to strong (ascending learning rates, say) delays every stop: it saved 1.4x compute in written order
