@@ -313,6 +313,12 @@ def cmd_show(project: Project, args: argparse.Namespace) -> int:
             print(f"\n{title}:")
         for c in items:
             print(textwrap.fill(f"[{c['verdict']}] {c['claim']}", width=width, subsequent_indent="    "))
+            if c.get("settled"):  # the seeds it used; with sequential looks, the look that decided it
+                print(
+                    textwrap.fill(
+                        f"seeds: {c['settled']}", width=width, initial_indent="    ", subsequent_indent="    "
+                    )
+                )
             if c["reason"]:
                 print(textwrap.fill(c["reason"], width=width, initial_indent="    ", subsequent_indent="    "))
     return 0

@@ -36,7 +36,6 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ConfigError
 from pipeline.registry import MAX_COUNT, Float
-from pipeline.sequential import Design
 
 MAX_EPOCHS = 10_000
 MAX_BATCH = 1_000_000
@@ -505,18 +504,16 @@ class Study:
 
     @property
     def seeds(self) -> list[int]:
-        """Every seed a variant may get: n, or the range's max (`design` says how many each look uses)."""
-        return [self.params.seed + i for i in range(self.design.max_seeds)]
-
-    @property
-    def design(self) -> Design:
-        """The planned looks: one at n seeds for `seeds: n`, sequential looks for `seeds: {min, max}`."""
+        """Every seed a variant may get: n, or the range's max (`pipeline.sequential.Design.of` plans the looks)."""
         s = self.spec.seeds
-        return Design.fixed(s) if isinstance(s, int) else Design(s.min, s.max)
+        return [self.params.seed + i for i in range(s if isinstance(s, int) else s.max)]
 
     @property
     def sequential(self) -> bool:
-        return len(self.design.looks()) > 1
+        """Seeds added look by look (`seeds: {min: m, max: M}` with m < M). The config does not import the design:
+        whatever a trial imports is part of its identity (`pipeline.codegraph`), and the rule decides no weights."""
+        s = self.spec.seeds
+        return not isinstance(s, int) and s.min < s.max
 
     # What the report alone reads: editing these must not re-run a sweep.
     REPORT_ONLY = frozenset({"question", "report", "baseline", "expect"})

@@ -340,7 +340,7 @@ def holm_vs_baseline(groups: Mapping[str, Sequence[float]], baseline: str, alpha
 # --- 2b. one test of a family: directed, against a margin, or against a fixed level ----------------------
 
 Alternative = Literal["two-sided", "greater", "less"]
-_FLIP: dict[str, Alternative] = {"greater": "less", "less": "greater", "two-sided": "two-sided"}
+FLIP: dict[str, Alternative] = {"greater": "less", "less": "greater", "two-sided": "two-sided"}
 
 
 @dataclass(frozen=True)
@@ -395,7 +395,7 @@ def mean_test(
         res = stats.ttest_1samp(x, float(y[0]) + shift, alternative=alternative)
         return MeanTest(float(res.pvalue), f"one-sample t-test of a against b's constant value (df {x.size - 1})")
     if cx:
-        res = stats.ttest_1samp(y, float(x[0]) - shift, alternative=_FLIP[alternative])
+        res = stats.ttest_1samp(y, float(x[0]) - shift, alternative=FLIP[alternative])
         return MeanTest(float(res.pvalue), f"one-sample t-test of b against a's constant value (df {y.size - 1})")
     res = stats.ttest_ind_from_stats(
         x.mean() - shift, spread(x), x.size, y.mean(), spread(y), y.size, equal_var=False, alternative=alternative

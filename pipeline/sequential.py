@@ -47,6 +47,11 @@ class Design:
             raise ValueError(f"unknown spending {self.spending!r}; valid: {', '.join(get_args(Spending))}")
 
     @classmethod
+    def of(cls, seeds: Any, alpha: float = 0.05) -> Design:
+        """A study's `seeds`: n (one look) or a range with `min` and `max` (`pipeline.config.SeedRange`)."""
+        return cls.fixed(seeds, alpha) if isinstance(seeds, int) else cls(seeds.min, seeds.max, alpha)
+
+    @classmethod
     def fixed(cls, n: int, alpha: float = 0.05) -> Design:
         """`seeds: n`: one look at n seeds, at the full alpha."""
         return cls(n, n, alpha)

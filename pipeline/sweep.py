@@ -225,7 +225,8 @@ def _sweep(
         "question": study.spec.question,
         "metric": study.spec.metric,
         "mode": study.spec.mode,
-        "seeds": study.seeds,
+        # the seeds the runs have (a sequential study's looks may stop short of its max)
+        "seeds": sorted({int(r["tags"]["seed"]) for r in runs if "seed" in r["tags"]}) if decide else study.seeds,
         "trials": len(results),
         "looks": looks,
         "trials_reused": reused,

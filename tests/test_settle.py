@@ -15,6 +15,7 @@ from pipeline.report.analysis import analyze
 from pipeline.report.build import conclude
 from pipeline.report.gate import Family
 from pipeline.report.settle import claim_settlement, replay, settled_texts
+from pipeline.sequential import Design
 from tests.conftest import write_params, write_spec
 from tests.test_claims import chance_fn, make_runs
 
@@ -92,7 +93,7 @@ def test_an_undecided_claim_gives_seeds_to_the_variants_it_names_and_no_other(tm
     analysis = last_look(s, plan, family)
     (rec,) = claim_settlement(analysis["claims"], family, plan)
     assert rec["look"] == 2 and rec["seeds"] == {"tanh": 4, "relu": 4}
-    assert rec["alpha_spent"] == pytest.approx(s.design.spent(1)) and rec["alpha_spent"] < 0.05
+    assert rec["alpha_spent"] == pytest.approx(Design.of(s.spec.seeds).spent(1)) and rec["alpha_spent"] < 0.05
     (text,) = settled_texts(analysis["claims"], family, plan)
     assert text.startswith("decided at look 2 of 3: 4 seeds per variant; alpha spent")
 
@@ -161,7 +162,7 @@ def test_a_bad_seed_range_is_refused_with_the_key(tmp_path, seeds, search, key, 
 
 def test_plain_seeds_are_one_look_at_the_full_alpha(tmp_path):
     s = study(tmp_path, [BETTER], seeds=3)
-    assert not s.sequential and s.design.looks() == [3] and s.design.level(0) == 0.05
+    assert not s.sequential and Design.of(3).looks() == [3] and Design.of(3).level(0) == 0.05
     assert s.seeds == [0, 1, 2]
 
 

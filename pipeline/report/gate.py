@@ -28,7 +28,7 @@ from statsmodels.stats.multitest import multipletests
 from pipeline import honest_stats as hs
 from pipeline.honest_stats import Alternative, MeanTest
 
-FLIP: dict[str, Alternative] = {"greater": "less", "less": "greater", "two-sided": "two-sided"}
+FLIP = hs.FLIP  # the other side of a one-sided test
 
 
 @dataclass

@@ -89,7 +89,7 @@ def runs_at(runs: list[Run], seeds: dict[str, int], base: int) -> list[Run]:
 def replay(study: Study, variants: list[str], runs: list[Run], analyse: Analyse) -> Settlement:
     """The study's looks over `runs`, as far as they go: the last look's analysis, and the seeds the next look needs
     (`wanted`, None once settled). `variants`: every variant of the study's grid, in its order."""
-    design, base = study.design, study.params.seed
+    design, base = Design.of(study.spec.seeds), study.params.seed
     have = seeds_of(runs)
     n = dict.fromkeys(variants, design.looks()[0])
     settled: dict[Key, Member] = {}
