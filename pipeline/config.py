@@ -252,8 +252,8 @@ class SeedRange(Strict):
     """`seeds: {min: m, max: M}`: sequential looks (`pipeline.sequential`): every variant starts at m seeds, and only
     the variants an undecided claim names get more, up to M."""
 
-    min: StrictInt = Field(ge=1, le=MAX_SEEDS)
-    max: StrictInt = Field(ge=1, le=MAX_SEEDS)
+    min: StrictInt = Field(ge=2, le=MAX_SEEDS)  # one seed gives no test, so a first look at 1 could decide nothing
+    max: StrictInt = Field(ge=2, le=MAX_SEEDS)
 
     @field_validator("max")
     @classmethod

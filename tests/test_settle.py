@@ -140,7 +140,7 @@ def test_the_report_replays_only_the_seeds_the_rule_asked_for(tmp_path):
     ("seeds", "search", "key", "says"),
     [
         ({"min": 4, "max": 2}, None, "seeds.max", "must be at least min (4)"),
-        ({"min": 0, "max": 2}, None, "seeds.min", "must be an integer from 1"),
+        ({"min": 1, "max": 2}, None, "seeds.min", "must be an integer from 2"),
         ({"min": 2, "max": 40}, None, "seeds.max", "max_seeds (12)"),
         (
             {"min": 2, "max": 4},
