@@ -43,14 +43,13 @@ def study(tmp_path: Path, claims: list[dict], **spec):
     return load_study(path, load_params(params), str(params))
 
 
-def analyse(runs: list[dict], family: Family) -> dict:
-    analysis = analyze(runs, "val_accuracy", "max", chance=chance_fn)
-    return conclude(analysis, STUDY.spec.expect, runs, chance_fn, family=family)
-
-
 def settle(s, runs):
-    global STUDY
-    STUDY = s
+    """The looks replayed with the report's analysis of each (without sections: these claims read run metrics)."""
+
+    def analyse(look_runs: list[dict], family: Family) -> dict:
+        analysis = analyze(look_runs, "val_accuracy", "max", chance=chance_fn)
+        return conclude(analysis, s.spec.expect, look_runs, chance_fn, family=family)
+
     return replay(s, s.variants(), runs, analyse)
 
 
