@@ -149,11 +149,14 @@ def how_measured(analysis: dict[str, Any]) -> str:
     """One line under the table: what the numbers are and how they were tested."""
     comp = analysis.get("comparisons") or {}
     against = "the baseline" if comp.get("design") == "vs_baseline" else "the first-ranked variant"
+    alpha = f"alpha {analysis.get('alpha', 0.05):g}"
+    if comp.get("looks", 1) > 1:  # sequential looks: each test at the level of the look that decided it
+        alpha = f"the level of the look that tested it ({alpha} spent over the looks)"
     return (
         "Values are mean ± std over seeds [95% interval of the mean, kept inside the metric's range]; "
-        f"p: {comp.get('method') or 'no test'}, shown against {against}; `*` significant at alpha "
-        f"{analysis.get('alpha', 0.05):g}. Checks: convergence of the validation curve, chance level, ceiling, "
-        "diverged runs. Per-seed values and every pair are in `analysis.json`."
+        f"p: {comp.get('method') or 'no test'}, shown against {against}; `*` significant at {alpha}. Checks: "
+        "convergence of the validation curve, chance level, ceiling, diverged runs. Per-seed values and every pair "
+        "are in `analysis.json`."
     )
 
 
